@@ -1,0 +1,5 @@
+import sys
+
+from phonepatch.services.cli import main
+
+sys.exit(main())

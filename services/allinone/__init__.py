@@ -1,0 +1,1 @@
+"""Both gateways in one process, for development, demos and small deployments."""

@@ -1,0 +1,56 @@
+"""What every gateway's handlers share: settings, bus and providers, stored under typed app keys."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from aiohttp import web
+
+from phonepatch.shared.bus import Bus
+from phonepatch.shared.config import Settings
+from phonepatch.shared.providers.stt import SpeechToText
+
+__all__ = ["CloseCode", "GATEWAY", "Gateway", "close_sockets", "healthz"]
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes phonepatch sends (RFC 6455 §7.4.1)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The process-wide parts a session handler needs."""
+
+    settings: Settings
+    bus: Bus
+    stt: SpeechToText | None = None
+    sockets: set[web.WebSocketResponse] = field(default_factory=set)
+
+
+async def close_sockets(app: web.Application) -> None:
+    """On shutdown, close every open session socket with 1001 and a reason (RFC 6455 §7.4.1)."""
+    gateway = app.get(GATEWAY)
+    if gateway is None:
+        return
+    await asyncio.gather(
+        *(ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down") for ws in gateway.sockets),
+        return_exceptions=True,
+    )
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process serves requests."""
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,1 @@
+"""The game gateway: websocket sessions of game clients."""

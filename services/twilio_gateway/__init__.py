@@ -1,0 +1,1 @@
+"""The Twilio gateway: Media Streams sessions of phone calls."""

@@ -1,0 +1,285 @@
+"""Call sessions on ``/twilio``: Twilio Media Streams in (PROTOCOLS.md §1), code entry, patch.
+
+A call waits for ``start``, opens a speech session, and forwards each inbound frame as it arrives.
+Until patched it listens for a code, spoken or keyed; once it has claimed a game, every speech
+result goes to that game's channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+
+import aiohttp
+from aiohttp import web
+from structlog.contextvars import bind_contextvars, bound_contextvars
+
+from phonepatch.services.context import GATEWAY, CloseCode, Gateway
+from phonepatch.shared.bus import SessionQueue
+from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, CallEvent, GameLeft, GameText, TranscriptReady
+from phonepatch.shared.errors import ProtocolError, ProviderError, UnknownCodeError
+from phonepatch.shared.keypad import KeypadCollector
+from phonepatch.shared.logs import get_logger
+from phonepatch.shared.matching import match_code
+from phonepatch.shared.protocol import twilio_media as media
+from phonepatch.shared.providers.stt import SpeechSession
+from phonepatch.shared.speech import SpeechEvent, Transcript, UtteranceEnd
+
+__all__ = ["CallSession", "CallState", "twilio_handler"]
+
+log = get_logger(__name__)
+
+
+class CallState(enum.Enum):
+    AWAITING_CODE = "awaiting_code"
+    PATCHING = "patching"
+    PATCHED = "patched"
+    ENDED = "ended"
+
+
+async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
+    """Serve one Media Streams websocket from ``start`` to ``stop``."""
+    gateway = request.app[GATEWAY]
+    limits = gateway.settings.limits
+    ws = web.WebSocketResponse(
+        timeout=limits.close_timeout_s,
+        max_msg_size=limits.max_message_bytes, receive_timeout=limits.twilio_receive_timeout_s
+    )
+    await ws.prepare(request)
+    try:
+        async with asyncio.timeout(limits.start_timeout_s):
+            start = await _await_start(ws)
+    except (ProtocolError, TimeoutError) as error:
+        reason = str(error) or "no start event in time"
+        log.warning("twilio_stream_rejected", reason=reason)
+        await ws.close(code=CloseCode.POLICY_VIOLATION, message=reason.encode()[:120])
+        return ws
+    with bound_contextvars(call_sid=start.call_sid, stream_sid=start.stream_sid):
+        gateway.sockets.add(ws)
+        try:
+            await CallSession(ws, start, gateway).run()
+        finally:
+            gateway.sockets.discard(ws)
+    return ws
+
+
+async def _await_start(ws: web.WebSocketResponse) -> media.Start:
+    """Read up to ``start``: ``connected`` and unknown events may precede it, nothing else."""
+    async for message in ws:
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            raise ProtocolError("expected a text frame before start")
+        event = media.parse_event(message.data)
+        match event:
+            case media.Start():
+                return event
+            case media.Connected() | media.UnknownEvent():
+                continue
+            case _:
+                raise ProtocolError(f"{type(event).__name__.lower()} before start")
+    raise ProtocolError("stream closed before start")
+
+
+class CallSession:
+    """One phone call: its stream, its speech session, its code entry and its patch."""
+
+    def __init__(self, ws: web.WebSocketResponse, start: media.Start, gateway: Gateway) -> None:
+        self.ws = ws
+        self.start = start
+        self.gateway = gateway
+        self.call_sid = start.call_sid
+        self.state = CallState.AWAITING_CODE
+        self.code: str | None = None
+        self.keypad = KeypadCollector(pause_s=gateway.settings.limits.keypad_pause_s)
+        self._keypad_changed = asyncio.Event()
+        self._phrase: list[str] = []
+        self.end_reason = "caller hung up"
+        self.started_s = time.monotonic()
+        self.frames = 0
+        self.transcripts = 0
+        self.bad_frames = 0
+
+    async def run(self) -> None:
+        """Subscribe, open speech, run the loops until the call ends, then clean up."""
+        bus, limits = self.gateway.bus, self.gateway.settings.limits
+        try:
+            async with bus.subscribe_call(self.call_sid, depth=limits.queue_depth) as inbox:
+                await self._serve(inbox)
+        except* ProviderError as group:
+            self.end_reason = f"speech provider failed: {group.exceptions[0]}"
+            log.error("provider_unavailable", error=str(group.exceptions[0]))
+        except* Exception:
+            self.end_reason = "internal error"
+            log.exception("call_session_failed")
+        finally:
+            await asyncio.shield(self._end())
+
+    async def _serve(self, inbox: SessionQueue[CallEvent]) -> None:
+        stt = self.gateway.stt
+        if stt is None:
+            raise ProviderError("no speech-to-text provider configured")
+        async with stt.session(call_sid=self.call_sid) as speech:
+            log.info("call_started", provider=stt.name)
+            async with asyncio.TaskGroup() as tasks:
+                helpers = [
+                    tasks.create_task(self._read_inbox(inbox)),
+                    tasks.create_task(self._run_keypad_timer()),
+                ]
+                listener = tasks.create_task(self._read_speech(speech))
+                try:
+                    await self._read_stream(speech)
+                    await speech.finish()
+                    await asyncio.wait([listener], timeout=self.gateway.settings.limits.close_timeout_s)
+                finally:
+                    for task in (*helpers, listener):
+                        task.cancel()
+
+    async def _read_stream(self, speech: SpeechSession) -> None:
+        """Forward audio and keys until ``stop``, the socket closes or media stops arriving."""
+        try:
+            await self._forward(speech)
+        except TimeoutError:
+            # Twilio sends media every 20 ms, silence included (§1.1): a quiet socket is dead.
+            self.end_reason = "no media in time"
+            log.warning("twilio_stream_silent")
+
+    async def _forward(self, speech: SpeechSession) -> None:
+        async for message in self.ws:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    event = media.parse_event(message.data)
+                except ProtocolError as error:
+                    self._note_bad_frame(str(error))
+                    continue
+                if isinstance(event, media.Stop):
+                    return
+                await self._on_event(event, speech)
+            elif message.type is aiohttp.WSMsgType.BINARY:
+                self._note_bad_frame("binary frame on a text protocol")
+            elif message.type is aiohttp.WSMsgType.ERROR:
+                self.end_reason = f"stream error: {message.data}"
+                log.warning("twilio_stream_error", error=str(message.data))
+
+    def _note_bad_frame(self, reason: str) -> None:
+        self.bad_frames += 1
+        log.warning("twilio_frame_rejected", reason=reason)
+
+    async def _on_event(self, event: media.TwilioInbound, speech: SpeechSession) -> None:
+        match event:
+            case media.Media(payload=payload):
+                self.frames += 1
+                await speech.send_audio(payload)
+            case media.Dtmf(digit=digit):
+                await self._on_digit(digit)
+            case media.Start():
+                self._note_bad_frame("second start on one stream")
+            case _:
+                pass  # connected, mark echoes and unknown events need nothing here (§1.2)
+
+    async def _on_digit(self, digit: str) -> None:
+        try:
+            result = self.keypad.press(digit, asyncio.get_running_loop().time())
+        except ProtocolError as error:
+            self._note_bad_frame(str(error))
+            return
+        self._keypad_changed.set()
+        if result is not None:
+            await self._enter_code(result.digits, via="keypad")
+
+    async def _run_keypad_timer(self) -> None:
+        """End keypad entry after a pause: sleeps until the collector's deadline, computed there."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._keypad_changed.clear()
+            deadline = self.keypad.deadline
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._keypad_changed.wait()
+            except TimeoutError:
+                result = self.keypad.poll(loop.time())
+                if result is not None:
+                    await self._enter_code(result.digits, via="keypad")
+
+    async def _read_speech(self, speech: SpeechSession) -> None:
+        async for event in speech.events():
+            await self._on_speech(event)
+
+    async def _on_speech(self, event: SpeechEvent) -> None:
+        if self.state is CallState.PATCHED and self.code is not None:
+            if isinstance(event, Transcript):
+                self.transcripts += 1
+                await self.gateway.bus.publish_to_game(self.code, TranscriptReady(self.call_sid, event))
+            return
+        phrase = self._collect_phrase(event)
+        if phrase:
+            await self._enter_spoken(phrase)
+
+    def _collect_phrase(self, event: SpeechEvent) -> str | None:
+        """Join finals until the utterance ends (PROTOCOLS.md §4.5); return the whole phrase then."""
+        if isinstance(event, Transcript) and event.is_final and event.text:
+            self._phrase.append(event.text)
+        ended = isinstance(event, UtteranceEnd) or (isinstance(event, Transcript) and event.speech_final)
+        if not ended or not self._phrase:
+            return None
+        phrase, self._phrase = " ".join(self._phrase), []
+        return phrase
+
+    async def _enter_spoken(self, phrase: str) -> None:
+        code = match_code(phrase, await self.gateway.bus.live_codes())
+        if code is None:
+            log.info("code_not_recognised", via="speech", words=len(phrase.split()))
+            return
+        await self._enter_code(code, via="speech")
+
+    async def _enter_code(self, code: str, *, via: str) -> None:
+        """Claim the game holding ``code``; on success tell it ``connected``."""
+        if self.state is not CallState.AWAITING_CODE:
+            return
+        self.state = CallState.PATCHING  # a second entry arriving meanwhile is ignored, not raced
+        try:
+            claimed = await self.gateway.bus.claim_game(code, self.call_sid)
+        except UnknownCodeError:
+            claimed = None
+        finally:
+            self.state = CallState.AWAITING_CODE
+        if not claimed:
+            reason = "unknown code" if claimed is None else "game already has a caller"
+            log.warning("code_rejected", via=via, reason=reason)
+            return
+        self.state, self.code = CallState.PATCHED, code
+        bind_contextvars(code=code)
+        await self.gateway.bus.publish_to_game(code, CallConnected(self.call_sid))
+        log.info("call_patched", via=via)
+
+    async def _read_inbox(self, inbox: SessionQueue[CallEvent]) -> None:
+        while True:
+            event = await inbox.get()
+            match event:
+                case GameText(code=code, text=text) if code == self.code:
+                    # Speaking it is the text-to-speech provider's work (talk-back); until a
+                    # provider is configured the text is accepted and counted.
+                    log.info("game_text_received", chars=len(text))
+                case GameLeft(code=code, reason=reason) if code == self.code:
+                    self.state, self.code = CallState.AWAITING_CODE, None
+                    log.info("game_left", reason=reason)
+                case BusGap(reason=reason):
+                    log.warning("call_missed_events", reason=reason)
+
+    async def _end(self) -> None:
+        """Release the game (it keeps its code) and close the stream; runs once, shielded."""
+        code, self.code, self.state = self.code, None, CallState.ENDED
+        try:
+            if code is not None and await self.gateway.bus.release_claim(code, self.call_sid):
+                await self.gateway.bus.publish_to_game(code, CallEnded(self.call_sid, self.end_reason))
+        finally:
+            if not self.ws.closed:
+                await self.ws.close(code=CloseCode.NORMAL, message=b"call ended")
+            log.info(
+                "call_ended",
+                reason=self.end_reason,
+                patched_code=code,
+                duration_s=round(time.monotonic() - self.started_s, 3),
+                frames=self.frames,
+                transcripts=self.transcripts,
+                bad_frames=self.bad_frames,
+            )

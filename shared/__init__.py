@@ -1,0 +1,1 @@
+"""The common library of phonepatch: codecs, matching, bus, providers, settings, logging."""

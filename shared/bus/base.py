@@ -1,0 +1,97 @@
+"""The bus: code pool, game claims and messages between game sessions and call sessions.
+
+One interface, two backends (``memory`` for one process, Redis for many). It is shaped after Redis
+so every operation maps onto one atomic command or script:
+
+- take a code: SPOP from the free pool (plus a lease in Redis); return a code: SADD;
+- claim a game for a call: SET NX on the code's claim key; release: delete it if owned;
+- publish toward a game (channel keyed by code) or toward a call (channel keyed by call SID);
+- subscribe: a bounded ``SessionQueue`` per session, fed without ever awaiting the session.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from phonepatch.shared.bus.events import CallEvent, GameEvent
+from phonepatch.shared.bus.queue import SessionQueue
+
+__all__ = ["Bus"]
+
+
+class Bus(abc.ABC):
+    """What the gateways need from the shared state; every method is safe to cancel."""
+
+    @abc.abstractmethod
+    async def take_code(self) -> str:
+        """Take a free code for a new game. Raises ``PoolExhaustedError`` when none is free."""
+
+    @abc.abstractmethod
+    async def return_code(self, code: str) -> None:
+        """Give a taken code back to the pool, dropping any claim on it. Idempotent."""
+
+    @abc.abstractmethod
+    async def live_codes(self) -> frozenset[str]:
+        """Codes currently held by connected games."""
+
+    @abc.abstractmethod
+    async def claim_game(self, code: str, call_sid: str) -> bool:
+        """Patch ``call_sid`` into the game holding ``code``; False if another call has it.
+
+        Raises ``UnknownCodeError`` when no live game holds ``code``.
+        """
+
+    @abc.abstractmethod
+    async def release_claim(self, code: str, call_sid: str | None = None) -> str | None:
+        """Drop the claim on ``code`` (only if ``call_sid`` holds it, when given).
+
+        Returns the call SID whose claim was dropped, or None.
+        """
+
+    @abc.abstractmethod
+    async def publish_to_game(self, code: str, event: GameEvent) -> None:
+        """Send ``event`` to the game holding ``code``; nobody listening is not an error."""
+
+    @abc.abstractmethod
+    async def publish_to_call(self, call_sid: str, event: CallEvent) -> None:
+        """Send ``event`` to the session of ``call_sid``; nobody listening is not an error."""
+
+    @abc.abstractmethod
+    async def _subscribe(self, channel: str, queue: SessionQueue) -> None: ...
+
+    @abc.abstractmethod
+    async def _unsubscribe(self, channel: str, queue: SessionQueue) -> None: ...
+
+    @abc.abstractmethod
+    def _game_channel(self, code: str) -> str: ...
+
+    @abc.abstractmethod
+    def _call_channel(self, call_sid: str) -> str: ...
+
+    @asynccontextmanager
+    async def subscribe_game(self, code: str, *, depth: int) -> AsyncIterator[SessionQueue[GameEvent]]:
+        """Receive what is published toward ``code`` while the context is open."""
+        async with self._subscription(self._game_channel(code), depth) as queue:
+            yield queue
+
+    @asynccontextmanager
+    async def subscribe_call(
+        self, call_sid: str, *, depth: int
+    ) -> AsyncIterator[SessionQueue[CallEvent]]:
+        """Receive what is published toward ``call_sid`` while the context is open."""
+        async with self._subscription(self._call_channel(call_sid), depth) as queue:
+            yield queue
+
+    @asynccontextmanager
+    async def _subscription(self, channel: str, depth: int) -> AsyncIterator[SessionQueue]:
+        queue: SessionQueue = SessionQueue(depth)
+        await self._subscribe(channel, queue)
+        try:
+            yield queue
+        finally:
+            await self._unsubscribe(channel, queue)
+
+    async def close(self) -> None:
+        """Release connections; the default backend holds none."""

@@ -1,0 +1,239 @@
+"""Settings: one frozen tree, built once from defaults, then a file, then the environment, then flags.
+
+Only ``services`` reads the environment and the command line; they hand the raw layers to
+``build_settings``, which casts every value and names the bad key in its ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from phonepatch.shared.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DEEPGRAM_URL",
+    "DeepgramSettings",
+    "Limits",
+    "Secret",
+    "Settings",
+    "TwilioSettings",
+    "build_settings",
+    "read_config_file",
+]
+
+DEFAULT_DEEPGRAM_URL = (
+    "wss://api.deepgram.com/v1/listen?model=nova-3&encoding=mulaw&sample_rate=8000&channels=1"
+    "&interim_results=true&endpointing=300&utterance_end_ms=1000&vad_events=true&numerals=true"
+)
+
+
+class Secret:
+    """A value that hides itself in ``repr`` and ``str``; ``reveal()`` where it is sent."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioSettings:
+    phone_number: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeepgramSettings:
+    api_key: Secret | None = None
+    url: str = DEFAULT_DEEPGRAM_URL
+    connect_timeout_s: float = 5.0
+    keepalive_interval_s: float = 4.0
+    close_timeout_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every bound a peer can run into, with its unit."""
+
+    max_message_bytes: int = 64 * 1024
+    max_game_text_chars: int = 2000
+    start_timeout_s: float = 10.0
+    twilio_receive_timeout_s: float = 30.0
+    game_heartbeat_s: float = 20.0
+    queue_depth: int = 256
+    keypad_pause_s: float = 3.0
+    close_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    log_level: str = "info"
+    game_codes: tuple[str, ...] = tuple(str(n) for n in range(100))
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    deepgram: DeepgramSettings = field(default_factory=DeepgramSettings)
+    limits: Limits = field(default_factory=Limits)
+
+
+def _str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(key: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+    if isinstance(value, float) or number < 0:
+        raise ConfigError(f"{key}: expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _port(key: str, value: Any) -> int:
+    number = _int(key, value)
+    if number > 65535:
+        raise ConfigError(f"{key}: expected a port number 0..65535, got {number}")
+    return number
+
+
+def _seconds(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _secret(key: str, value: Any) -> Secret | None:
+    text = _str(key, value)
+    return Secret(text) if text else None
+
+
+def _level(key: str, value: Any) -> str:
+    level = _str(key, value).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ConfigError(f"{key}: expected debug, info, warning or error, got {value!r}")
+    return level
+
+
+def _url(key: str, value: Any) -> str:
+    url = _str(key, value)
+    if not url.startswith(("ws://", "wss://")):
+        raise ConfigError(f"{key}: expected a ws:// or wss:// URL")
+    return url
+
+
+def _codes(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"{key}: expected a non-empty list of codes")
+    codes = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ConfigError(f"{key}: every code must be a string or an integer, got {item!r}")
+        code = " ".join(str(item).lower().split())
+        if not code:
+            raise ConfigError(f"{key}: codes must not be blank")
+        codes.append(code)
+    if len(set(codes)) != len(codes):
+        raise ConfigError(f"{key}: codes must be unique")
+    return tuple(codes)
+
+
+# name → (section, field, cast, environment variable or None)
+_FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]] = {
+    "host": (None, "host", _str, "PHONEPATCH_HOST"),
+    "port": (None, "port", _port, "PHONEPATCH_PORT"),
+    "log_level": (None, "log_level", _level, "PHONEPATCH_LOG_LEVEL"),
+    "game_codes": (None, "game_codes", _codes, None),
+    "twilio_phone_number": ("twilio", "phone_number", _str, "TWILIO_PHONE_NUMBER"),
+    "deepgram_api_key": ("deepgram", "api_key", _secret, "DEEPGRAM_API_KEY"),
+    "deepgram_url": ("deepgram", "url", _url, "DEEPGRAM_URL"),
+    "deepgram_connect_timeout_s": ("deepgram", "connect_timeout_s", _seconds, None),
+    "deepgram_keepalive_interval_s": ("deepgram", "keepalive_interval_s", _seconds, None),
+    "max_message_bytes": ("limits", "max_message_bytes", _int, "PHONEPATCH_MAX_MESSAGE_BYTES"),
+    "max_game_text_chars": ("limits", "max_game_text_chars", _int, None),
+    "start_timeout_s": ("limits", "start_timeout_s", _seconds, None),
+    "twilio_receive_timeout_s": ("limits", "twilio_receive_timeout_s", _seconds, None),
+    "game_heartbeat_s": ("limits", "game_heartbeat_s", _seconds, None),
+    "queue_depth": ("limits", "queue_depth", _int, None),
+    "keypad_pause_s": ("limits", "keypad_pause_s", _seconds, None),
+    "close_timeout_s": ("limits", "close_timeout_s", _seconds, None),
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON settings file such as ``{"game_codes": ["apple", "banana"]}``."""
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise ConfigError(f"--config: cannot read {path}: {error.strerror}") from None
+    except orjson.JSONDecodeError as error:
+        raise ConfigError(f"--config: {path} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"--config: {path} must hold a JSON object")
+    return document
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        name: environ[env]
+        for name, (_, _, _, env) in _FIELDS.items()
+        if env is not None and env in environ
+    }
+
+
+def build_settings(
+    *,
+    file_values: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Layer defaults, file, environment and flags (later wins) into one frozen ``Settings``."""
+    raw: dict[str, tuple[Any, str]] = {}
+    layers = (
+        (file_values or {}, "config file", False),
+        (_from_environment(environ or {}), "environment", True),
+        ({k: v for k, v in (flags or {}).items() if v is not None}, "flag", False),
+    )
+    for layer, origin, by_env_name in layers:
+        for name, value in layer.items():
+            if name not in _FIELDS:
+                raise ConfigError(f"{name}: unknown setting (from {origin})")
+            env = _FIELDS[name][3]
+            raw[name] = (value, env if by_env_name and env else name)
+    sections: dict[str | None, dict[str, Any]] = {}
+    for name, (value, label) in raw.items():
+        section, attribute, cast, _ = _FIELDS[name]
+        sections.setdefault(section, {})[attribute] = cast(label, value)
+    return Settings(
+        **sections.get(None, {}),
+        twilio=TwilioSettings(**sections.get("twilio", {})),
+        deepgram=DeepgramSettings(**sections.get("deepgram", {})),
+        limits=Limits(**sections.get("limits", {})),
+    )

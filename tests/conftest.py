@@ -1,0 +1,101 @@
+"""Shared fixtures: a fake Deepgram, a real phonepatch server on a free loopback port, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from peers import API_KEY, FakeCall, FakeDeepgram, GameClient
+from phonepatch.services.allinone.app import build_app
+from phonepatch.services.context import GATEWAY, Gateway
+from phonepatch.shared.config import Settings, build_settings
+
+
+@dataclasses.dataclass
+class RunningServer:
+    base_url: str
+    app: web.Application
+    http: aiohttp.ClientSession
+    clients: list[aiohttp.ClientWebSocketResponse] = dataclasses.field(default_factory=list)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.app[GATEWAY]
+
+    async def game(self) -> GameClient:
+        game = await GameClient.connect(self.http, self.base_url + "/game")
+        self.clients.append(game.ws)
+        return game
+
+    async def call(self) -> FakeCall:
+        call = await FakeCall.dial(self.http, self.base_url + "/twilio")
+        self.clients.append(call.ws)
+        return call
+
+    async def close_clients(self) -> None:
+        """Close the clients first, so the server's sessions end by the protocol's own close."""
+        await asyncio.gather(*(ws.close() for ws in self.clients), return_exceptions=True)
+
+
+@pytest.fixture
+async def deepgram() -> AsyncIterator[FakeDeepgram]:
+    fake = FakeDeepgram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.close()
+
+
+@pytest.fixture
+def settings(deepgram: FakeDeepgram) -> Settings:
+    return build_settings(
+        file_values={"keypad_pause_s": 0.3, "close_timeout_s": 2.0},
+        environ={
+            "DEEPGRAM_API_KEY": API_KEY,
+            "DEEPGRAM_URL": deepgram.url,
+            "TWILIO_PHONE_NUMBER": "+15550001111",
+        },
+        flags={"port": 0},
+    )
+
+
+@pytest.fixture
+async def start_server(
+    deepgram: FakeDeepgram,
+) -> AsyncIterator[Callable[[Settings], Awaitable[RunningServer]]]:
+    """Factory: start a real server on a free port; everything it started is closed afterwards.
+
+    It depends on the fake provider so that servers stop before the provider they talk to.
+    """
+    runners: list[web.AppRunner] = []
+    servers: list[RunningServer] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def start(settings: Settings) -> RunningServer:
+            app = build_app(settings)
+            runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+            runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+            servers.append(RunningServer(f"http://127.0.0.1:{port}", app, http))
+            return servers[-1]
+
+        try:
+            yield start
+        finally:
+            for running in servers:
+                await running.close_clients()
+            for runner in reversed(runners):
+                await runner.cleanup()
+
+
+@pytest.fixture
+async def server(start_server, settings: Settings) -> RunningServer:
+    return await start_server(settings)
