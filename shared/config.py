@@ -6,6 +6,7 @@ Only ``services`` reads the environment and the command line; they hand the raw 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,16 @@ def _int(key: str, value: Any) -> int:
         number = int(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-    if isinstance(value, float) or number < 0:
+    if isinstance(value, bool | float) or number < 0:
         raise ConfigError(f"{key}: expected a non-negative integer, got {value!r}")
+    return number
+
+
+def _count(key: str, value: Any) -> int:
+    # A zero limit would disable it (aiohttp reads max_msg_size=0 as unlimited) or fail later.
+    number = _int(key, value)
+    if number < 1:
+        raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
     return number
 
 
@@ -125,7 +134,7 @@ def _seconds(key: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected a number of seconds, got {value!r}") from None
-    if not number > 0:
+    if not 0 < number < math.inf:
         raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
     return number
 
@@ -176,12 +185,12 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "deepgram_url": ("deepgram", "url", _url, "DEEPGRAM_URL"),
     "deepgram_connect_timeout_s": ("deepgram", "connect_timeout_s", _seconds, None),
     "deepgram_keepalive_interval_s": ("deepgram", "keepalive_interval_s", _seconds, None),
-    "max_message_bytes": ("limits", "max_message_bytes", _int, "PHONEPATCH_MAX_MESSAGE_BYTES"),
-    "max_game_text_chars": ("limits", "max_game_text_chars", _int, None),
+    "max_message_bytes": ("limits", "max_message_bytes", _count, "PHONEPATCH_MAX_MESSAGE_BYTES"),
+    "max_game_text_chars": ("limits", "max_game_text_chars", _count, None),
     "start_timeout_s": ("limits", "start_timeout_s", _seconds, None),
     "twilio_receive_timeout_s": ("limits", "twilio_receive_timeout_s", _seconds, None),
     "game_heartbeat_s": ("limits", "game_heartbeat_s", _seconds, None),
-    "queue_depth": ("limits", "queue_depth", _int, None),
+    "queue_depth": ("limits", "queue_depth", _count, None),
     "keypad_pause_s": ("limits", "keypad_pause_s", _seconds, None),
     "close_timeout_s": ("limits", "close_timeout_s", _seconds, None),
 }

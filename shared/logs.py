@@ -31,12 +31,13 @@ def mask_phone_number(number: str) -> str:
 
 
 def _redact_value(key: str, value: Any) -> Any:
+    # The key is checked first, so a secret-named dict (``authorization={...}``) is masked whole.
+    if _SECRET_KEY.search(key) and not isinstance(value, list | tuple) and value not in (None, "", False):
+        return _MASK
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_value(key, v) for v in value]
-    if _SECRET_KEY.search(key) and value not in (None, "", False):
-        return _MASK
     if isinstance(value, str):
         if _PHONE_KEY.match(key) and any(c.isdigit() for c in value):
             return mask_phone_number(value)
@@ -57,15 +58,18 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        redact,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
     ]
     if out.isatty():
-        processors[-1:] = [structlog.dev.ConsoleRenderer()]
+        processors += [redact, structlog.dev.ConsoleRenderer()]
         factory: Any = structlog.PrintLoggerFactory(out)
     else:
-        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
+        # Tracebacks become text before redaction, so numbers in exception messages are masked.
+        processors += [
+            structlog.processors.format_exc_info,
+            redact,
+            structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        ]
         factory = structlog.BytesLoggerFactory(getattr(out, "buffer", out))
     structlog.configure(
         processors=processors,

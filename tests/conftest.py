@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from peers import API_KEY, FakeCall, FakeDeepgram, GameClient
 from phonepatch.services.allinone.app import build_app
@@ -40,6 +42,20 @@ class RunningServer:
     async def close_clients(self) -> None:
         """Close the clients first, so the server's sessions end by the protocol's own close."""
         await asyncio.gather(*(ws.close() for ws in self.clients), return_exceptions=True)
+
+
+INTERNAL_FAILURES = {"call_session_failed", "game_session_failed"}
+
+
+@pytest.fixture(autouse=True)
+def no_escaped_exceptions(caplog):
+    """Fail any test in which a handler let an exception escape or hit an internal error."""
+    with capture_logs() as events:
+        yield
+    failures = [event for event in events if event["event"] in INTERNAL_FAILURES]
+    escaped = [record for record in caplog.records if record.name.startswith("aiohttp") and record.levelno >= logging.ERROR]
+    assert not failures, failures
+    assert not escaped, [record.getMessage() for record in escaped]
 
 
 @pytest.fixture

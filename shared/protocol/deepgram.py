@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-import orjson
-
 from phonepatch.shared.errors import ProtocolError
+from phonepatch.shared.protocol._fields import Fields, dumps, load_object
 from phonepatch.shared.speech import SpeechEvent, SpeechStarted, Transcript, UtteranceEnd, Word
 
 __all__ = [
@@ -81,9 +80,9 @@ def parse_message(text: str | bytes) -> DeepgramMessage:
     (game protocol v0 forwards it verbatim). Raises ProtocolError for invalid JSON, a non-object,
     a missing or non-string ``type``, or a missing or mistyped field of a known type.
     """
-    message = _Fields(_load_object(text), "message")
+    message = Fields(load_object(text), "message")
     kind = message.string("type")
-    fields = _Fields(message.raw, kind)
+    fields = Fields(message.raw, kind)
     match kind:
         case "Results":
             return _parse_results(fields, text if isinstance(text, str) else bytes(text).decode())
@@ -99,7 +98,7 @@ def parse_message(text: str | bytes) -> DeepgramMessage:
             return OtherMessage(kind)
 
 
-def _parse_results(results: _Fields, raw_json: str) -> Transcript:
+def _parse_results(results: Fields, raw_json: str) -> Transcript:
     text, confidence, words = _parse_best_alternative(results.object("channel"))
     return Transcript(
         text=text,
@@ -113,7 +112,7 @@ def _parse_results(results: _Fields, raw_json: str) -> Transcript:
     )
 
 
-def _parse_best_alternative(channel: _Fields) -> tuple[str, float, tuple[Word, ...]]:
+def _parse_best_alternative(channel: Fields) -> tuple[str, float, tuple[Word, ...]]:
     # Alternatives come best first; silence can yield none at all, which reads as empty text.
     alternatives = channel.array("alternatives")
     if not alternatives:
@@ -127,13 +126,13 @@ def _parse_best_alternative(channel: _Fields) -> tuple[str, float, tuple[Word, .
     )
 
 
-def _parse_word(word: _Fields) -> Word:
+def _parse_word(word: Fields) -> Word:
     return Word(
         word=word.string("word"),
         start_s=word.number("start"),
         end_s=word.number("end"),
         confidence=word.number("confidence", default=0.0),
-        punctuated_word=word.optional_string("punctuated_word"),
+        punctuated_word=word.nullable_string("punctuated_word"),
     )
 
 
@@ -165,7 +164,7 @@ def results_json(t: Transcript, *, request_id: str = NEUTRAL_REQUEST_ID) -> str:
             "model_info": {"name": "", "version": "", "arch": ""},
         },
     }
-    return _dumps(results)
+    return dumps(results)
 
 
 def _word_json(word: Word) -> dict[str, Any]:
@@ -201,7 +200,7 @@ def parse_control(text: str | bytes) -> str:
 
     Raises ProtocolError for invalid JSON or a type outside ``CONTROL_TYPES``.
     """
-    kind = _Fields(_load_object(text), "control message").string("type")
+    kind = Fields(load_object(text), "control message").string("type")
     if kind not in CONTROL_TYPES:
         raise ProtocolError("control message: unknown type")
     return kind
@@ -248,12 +247,12 @@ def encode_results(
 def encode_utterance_end(last_word_end_s: float) -> str:
     """An ``UtteranceEnd`` frame."""
     last_word_end = float(last_word_end_s)
-    return _dumps({"type": "UtteranceEnd", "channel": _CHANNEL, "last_word_end": last_word_end})
+    return dumps({"type": "UtteranceEnd", "channel": _CHANNEL, "last_word_end": last_word_end})
 
 
 def encode_speech_started(timestamp_s: float) -> str:
     """A ``SpeechStarted`` frame."""
-    return _dumps({"type": "SpeechStarted", "channel": _CHANNEL, "timestamp": float(timestamp_s)})
+    return dumps({"type": "SpeechStarted", "channel": _CHANNEL, "timestamp": float(timestamp_s)})
 
 
 def encode_metadata(request_id: str, duration_s: float) -> str:
@@ -267,86 +266,4 @@ def encode_metadata(request_id: str, duration_s: float) -> str:
         "duration": float(duration_s),
         "channels": 1,
     }
-    return _dumps(metadata)
-
-
-# -- Helpers ---------------------------------------------------------------------------------------
-
-_REQUIRED: Final = object()
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
-
-
-def _load_object(text: str | bytes) -> dict[str, Any]:
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("invalid JSON") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("message is not a JSON object")
-    return message
-
-
-class _Fields:
-    """Typed reads from one decoded JSON object; errors name the message and the dotted path."""
-
-    __slots__ = ("_prefix", "_where", "raw")
-
-    def __init__(self, raw: dict[str, Any], where: str, prefix: str = "") -> None:
-        self.raw = raw
-        self._where = where
-        self._prefix = prefix
-
-    def _error(self, key: str, problem: str) -> ProtocolError:
-        return ProtocolError(f"{self._where}: {self._prefix}{key} {problem}")
-
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is _REQUIRED:
-            raise self._error(key, "is missing")
-        return default
-
-    def object(self, key: str) -> _Fields:
-        value = self._get(key, _REQUIRED)
-        if not isinstance(value, dict):
-            raise self._error(key, "must be an object")
-        return _Fields(value, self._where, f"{self._prefix}{key}.")
-
-    def element(self, items: list[Any], index: int, key: str) -> _Fields:
-        value = items[index]
-        if not isinstance(value, dict):
-            raise self._error(f"{key}[{index}]", "must be an object")
-        return _Fields(value, self._where, f"{self._prefix}{key}[{index}].")
-
-    def array(self, key: str, default: Any = _REQUIRED) -> list[Any]:
-        value = self._get(key, default)
-        if not isinstance(value, list):
-            raise self._error(key, "must be an array")
-        return value
-
-    def string(self, key: str) -> str:
-        value = self._get(key, _REQUIRED)
-        if not isinstance(value, str):
-            raise self._error(key, "must be a string")
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        value = self._get(key, None)
-        if value is not None and not isinstance(value, str):
-            raise self._error(key, "must be a string")
-        return value
-
-    def boolean(self, key: str, default: Any = _REQUIRED) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise self._error(key, "must be a boolean")
-        return value
-
-    def number(self, key: str, default: Any = _REQUIRED) -> float:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self._error(key, "must be a number")
-        return float(value)
+    return dumps(metadata)

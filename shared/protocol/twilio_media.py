@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
 from phonepatch.shared.errors import ProtocolError
+from phonepatch.shared.protocol._fields import Fields, dumps, load_object
 
 __all__ = [
     "FRAME_BYTES",
@@ -64,11 +62,6 @@ FRAME_MS: Final = 20
 FRAME_BYTES: Final = SAMPLE_RATE_HZ * FRAME_MS // 1000
 MULAW_SILENCE: Final = 0xFF
 MEDIA_ENCODING: Final = "audio/x-mulaw"
-
-# §1.1 item 5: counters are strings holding integers. Capping the digits keeps int() clear of
-# CPython's limit on huge digit strings; the range check then keeps every value in int64.
-_DIGITS = re.compile(r"[0-9]{1,19}")
-_MAX_INT = 2**63 - 1
 
 
 # -- Twilio → phonepatch (§1.2) -------------------------------------------------------------------
@@ -173,19 +166,19 @@ def parse_event(text: str | bytes) -> TwilioInbound:
     ignored (§1.2). Counters (``sequenceNumber``, ``chunk``, ``timestamp``) are read from strings
     holding integers, as Twilio sends them, or from JSON integers.
     """
-    message = _Fields(_load_object(text), "message")
+    message = Fields(load_object(text), "message")
     event = message.string("event")
     parse = _INBOUND_PARSERS.get(event)
     if parse is None:
         return UnknownEvent(event)
-    return parse(_Fields(message.raw, f"{event} event"))
+    return parse(Fields(message.raw, f"{event} event"))
 
 
-def _parse_connected(message: _Fields) -> Connected:
+def _parse_connected(message: Fields) -> Connected:
     return Connected(protocol=message.string("protocol"), version=message.string("version"))
 
 
-def _parse_start(message: _Fields) -> Start:
+def _parse_start(message: Fields) -> Start:
     start = message.object("start")
     stream_sid = message.string("streamSid")
     # start.streamSid repeats the top-level value [doc]; tolerate its absence, not a contradiction.
@@ -207,7 +200,7 @@ def _parse_start(message: _Fields) -> Start:
     )
 
 
-def _parse_media(message: _Fields) -> Media:
+def _parse_media(message: Fields) -> Media:
     media = message.object("media")
     return Media(
         stream_sid=message.string("streamSid"),
@@ -219,7 +212,7 @@ def _parse_media(message: _Fields) -> Media:
     )
 
 
-def _parse_dtmf(message: _Fields) -> Dtmf:
+def _parse_dtmf(message: Fields) -> Dtmf:
     # dtmf.track is not read: nothing depends on it, and its value is convention, not contract.
     digit = message.object("dtmf").string("digit")
     if len(digit) != 1:
@@ -231,7 +224,7 @@ def _parse_dtmf(message: _Fields) -> Dtmf:
     )
 
 
-def _parse_mark(message: _Fields) -> Mark:
+def _parse_mark(message: Fields) -> Mark:
     return Mark(
         stream_sid=message.string("streamSid"),
         sequence_number=message.integer("sequenceNumber"),
@@ -239,7 +232,7 @@ def _parse_mark(message: _Fields) -> Mark:
     )
 
 
-def _parse_stop(message: _Fields) -> Stop:
+def _parse_stop(message: Fields) -> Stop:
     stop = message.object("stop")
     return Stop(
         stream_sid=message.string("streamSid"),
@@ -249,7 +242,7 @@ def _parse_stop(message: _Fields) -> Stop:
     )
 
 
-_INBOUND_PARSERS: Final[Mapping[str, Callable[[_Fields], TwilioInbound]]] = {
+_INBOUND_PARSERS: Final[Mapping[str, Callable[[Fields], TwilioInbound]]] = {
     "connected": _parse_connected,
     "start": _parse_start,
     "media": _parse_media,
@@ -264,17 +257,17 @@ _INBOUND_PARSERS: Final[Mapping[str, Callable[[_Fields], TwilioInbound]]] = {
 
 def encode_media(stream_sid: str, mulaw: bytes) -> str:
     """Queue raw mu-law/8000 audio (no header) for playback; any length is accepted [doc]."""
-    return _dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": _b64(mulaw)}})
+    return dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": _b64(mulaw)}})
 
 
 def encode_mark(stream_sid: str, name: str) -> str:
     """Queue a marker; Twilio echoes it once the audio queued before it has played (§1.4)."""
-    return _dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+    return dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
 
 
 def encode_clear(stream_sid: str) -> str:
     """Drop all queued audio; Twilio then echoes every pending mark (§1.4)."""
-    return _dumps({"event": "clear", "streamSid": stream_sid})
+    return dumps({"event": "clear", "streamSid": stream_sid})
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,11 +313,11 @@ def parse_outbound(text: str | bytes) -> TwilioOutbound:
     Raises ProtocolError for invalid JSON, an unknown event, or a missing, extra or mistyped field:
     each of these earns warning 31951 from Twilio (§1.3).
     """
-    message = _Fields(_load_object(text), "outbound message")
+    message = Fields(load_object(text), "outbound message")
     event = message.string("event")
     if event not in _OUTBOUND_KEYS:
         raise ProtocolError("outbound message: unknown event")
-    message = _Fields(message.raw, f"outbound {event}")
+    message = Fields(message.raw, f"outbound {event}")
     message.exact_keys(_OUTBOUND_KEYS[event])
     stream_sid = message.string("streamSid")
     if event == "clear":
@@ -341,7 +334,7 @@ def parse_outbound(text: str | bytes) -> TwilioOutbound:
 
 def encode_connected() -> str:
     """The ``connected`` frame Twilio sends first."""
-    return _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+    return dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
 
 def encode_start(
@@ -361,7 +354,7 @@ def encode_start(
         "mediaFormat": {"encoding": MEDIA_ENCODING, "sampleRate": SAMPLE_RATE_HZ, "channels": 1},
         "customParameters": dict(custom_parameters or {}),
     }
-    return _dumps(_numbered("start", stream_sid, sequence_number, start))
+    return dumps(_numbered("start", stream_sid, sequence_number, start))
 
 
 def encode_inbound_media(
@@ -374,24 +367,24 @@ def encode_inbound_media(
         "timestamp": str(timestamp_ms),
         "payload": _b64(payload),
     }
-    return _dumps(_numbered("media", stream_sid, sequence_number, media))
+    return dumps(_numbered("media", stream_sid, sequence_number, media))
 
 
 def encode_dtmf(*, stream_sid: str, sequence_number: int, digit: str) -> str:
     """A ``dtmf`` frame for one key press."""
     dtmf = {"track": "inbound_track", "digit": digit}
-    return _dumps(_numbered("dtmf", stream_sid, sequence_number, dtmf))
+    return dumps(_numbered("dtmf", stream_sid, sequence_number, dtmf))
 
 
 def encode_mark_echo(*, stream_sid: str, sequence_number: int, name: str) -> str:
     """The ``mark`` frame Twilio sends back when a mark's audio has played or been cleared."""
-    return _dumps(_numbered("mark", stream_sid, sequence_number, {"name": name}))
+    return dumps(_numbered("mark", stream_sid, sequence_number, {"name": name}))
 
 
 def encode_stop(*, stream_sid: str, sequence_number: int, call_sid: str, account_sid: str) -> str:
     """The ``stop`` frame Twilio sends when the stream ends."""
     stop = {"accountSid": account_sid, "callSid": call_sid}
-    return _dumps(_numbered("stop", stream_sid, sequence_number, stop))
+    return dumps(_numbered("stop", stream_sid, sequence_number, stop))
 
 
 def _numbered(event: str, stream_sid: str, sequence_number: int, body: object) -> dict[str, Any]:
@@ -407,10 +400,6 @@ def _numbered(event: str, stream_sid: str, sequence_number: int, body: object) -
 # -- Helpers ---------------------------------------------------------------------------------------
 
 
-def _dumps(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
-
-
 def _b64(audio: bytes) -> str:
     # §1.5: standard alphabet with `=` padding.
     return base64.b64encode(audio).decode("ascii")
@@ -422,81 +411,3 @@ def _decode_payload(payload: str, path: str) -> bytes:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
         raise ProtocolError(f"bad base64 in {path}") from exc
-
-
-def _load_object(text: str | bytes) -> dict[str, Any]:
-    try:
-        message = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("invalid JSON") from exc
-    if not isinstance(message, dict):
-        raise ProtocolError("message is not a JSON object")
-    return message
-
-
-class _Fields:
-    """Typed reads from one decoded JSON object; errors name the message and the dotted path."""
-
-    __slots__ = ("_prefix", "_where", "raw")
-
-    def __init__(self, raw: dict[str, Any], where: str, prefix: str = "") -> None:
-        self.raw = raw
-        self._where = where
-        self._prefix = prefix
-
-    def _error(self, key: str, problem: str) -> ProtocolError:
-        return ProtocolError(f"{self._where}: {self._prefix}{key} {problem}")
-
-    def _get(self, key: str) -> Any:
-        if key not in self.raw:
-            raise self._error(key, "is missing")
-        return self.raw[key]
-
-    def object(self, key: str) -> _Fields:
-        value = self._get(key)
-        if not isinstance(value, dict):
-            raise self._error(key, "must be an object")
-        return _Fields(value, self._where, f"{self._prefix}{key}.")
-
-    def string(self, key: str) -> str:
-        value = self._get(key)
-        if not isinstance(value, str):
-            raise self._error(key, "must be a string")
-        return value
-
-    def optional_string(self, key: str, default: str) -> str:
-        return self.string(key) if key in self.raw else default
-
-    def integer(self, key: str) -> int:
-        """A non-negative integer sent as a string of digits or as a JSON number."""
-        value = self._get(key)
-        if isinstance(value, str) and _DIGITS.fullmatch(value):
-            value = int(value)
-        elif isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT:
-            return value
-        raise self._error(key, "must be a non-negative integer")
-
-    def strings(self, key: str) -> tuple[str, ...]:
-        value = self._get(key)
-        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise self._error(key, "must be an array of strings")
-        return tuple(value)
-
-    def string_pairs(self, key: str) -> tuple[tuple[str, str], ...]:
-        """An optional object of string values, as name/value pairs in wire order."""
-        if key not in self.raw:
-            return ()
-        pairs = tuple(self.object(key).raw.items())
-        if not all(isinstance(value, str) for _, value in pairs):
-            raise self._error(key, "must map names to strings")
-        return pairs
-
-    def exact_keys(self, allowed: frozenset[str]) -> None:
-        extra = self.raw.keys() - allowed
-        if extra:
-            raise self._error(sorted(extra)[0], "is not an allowed field")
-        missing = allowed - self.raw.keys()
-        if missing:
-            raise self._error(sorted(missing)[0], "is missing")
