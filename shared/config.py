@@ -61,7 +61,13 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class TwilioSettings:
+    """The Twilio side. With an auth token, every webhook and stream upgrade must be signed."""
+
     phone_number: str = ""
+    auth_token: Secret | None = None
+    public_url: str = ""
+    prompt: str = "Say or key in the code shown in your game."
+    goodbye: str = "Goodbye."
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,8 @@ def _port(key: str, value: Any) -> int:
 
 
 def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -158,6 +166,13 @@ def _url(key: str, value: Any) -> str:
     return url
 
 
+def _public_url(key: str, value: Any) -> str:
+    url = _str(key, value).rstrip("/")
+    if url and not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{key}: expected an https:// URL, as Twilio requests it")
+    return url
+
+
 def _codes(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"{key}: expected a non-empty list of codes")
@@ -181,6 +196,10 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "log_level": (None, "log_level", _level, "PHONEPATCH_LOG_LEVEL"),
     "game_codes": (None, "game_codes", _codes, None),
     "twilio_phone_number": ("twilio", "phone_number", _str, "TWILIO_PHONE_NUMBER"),
+    "twilio_auth_token": ("twilio", "auth_token", _secret, "TWILIO_AUTH_TOKEN"),
+    "public_url": ("twilio", "public_url", _public_url, "PHONEPATCH_PUBLIC_URL"),
+    "twilio_prompt": ("twilio", "prompt", _str, None),
+    "twilio_goodbye": ("twilio", "goodbye", _str, None),
     "deepgram_api_key": ("deepgram", "api_key", _secret, "DEEPGRAM_API_KEY"),
     "deepgram_url": ("deepgram", "url", _url, "DEEPGRAM_URL"),
     "deepgram_connect_timeout_s": ("deepgram", "connect_timeout_s", _seconds, None),
@@ -240,9 +259,13 @@ def build_settings(
     for name, (value, label) in raw.items():
         section, attribute, cast, _ = _FIELDS[name]
         sections.setdefault(section, {})[attribute] = cast(label, value)
+    twilio = TwilioSettings(**sections.get("twilio", {}))
+    if twilio.auth_token is not None and not twilio.public_url:
+        # Signatures cover the URL Twilio requested, which only the public base URL can rebuild.
+        raise ConfigError("PHONEPATCH_PUBLIC_URL: required when TWILIO_AUTH_TOKEN is set")
     return Settings(
         **sections.get(None, {}),
-        twilio=TwilioSettings(**sections.get("twilio", {})),
+        twilio=twilio,
         deepgram=DeepgramSettings(**sections.get("deepgram", {})),
         limits=Limits(**sections.get("limits", {})),
     )

@@ -18,7 +18,9 @@ import structlog
 __all__ = ["configure_logging", "mask_phone_number", "redact", "get_logger"]
 
 _SECRET_KEY = re.compile(r"(api_?key|auth_?token|token|secret|password|authorization)", re.I)
-_PHONE_KEY = re.compile(r"^(from|to|caller|called|phone|phone_number|.*_number)$", re.I)
+_PHONE_KEY = re.compile(
+    r"^(from|to|caller|called|forwarded_?from|phone|phone_?number|caller_?number|number)$", re.I
+)
 # E.164 numbers (Twilio's From/To) and the same written with spaces or dashes.
 _PHONE_TEXT = re.compile(r"\+\d[\d\s().-]{5,18}\d")
 _MASK = "**********"
@@ -32,7 +34,7 @@ def mask_phone_number(number: str) -> str:
 
 def _redact_value(key: str, value: Any) -> Any:
     # The key is checked first, so a secret-named dict (``authorization={...}``) is masked whole.
-    if _SECRET_KEY.search(key) and not isinstance(value, list | tuple) and value not in (None, "", False):
+    if _SECRET_KEY.search(key) and value not in (None, "", False):
         return _MASK
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
@@ -59,17 +61,15 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks become text before redaction, so numbers in exception messages are masked.
+        structlog.processors.format_exc_info,
+        redact,
     ]
     if out.isatty():
-        processors += [redact, structlog.dev.ConsoleRenderer()]
+        processors.append(structlog.dev.ConsoleRenderer())
         factory: Any = structlog.PrintLoggerFactory(out)
     else:
-        # Tracebacks become text before redaction, so numbers in exception messages are masked.
-        processors += [
-            structlog.processors.format_exc_info,
-            redact,
-            structlog.processors.JSONRenderer(serializer=orjson.dumps),
-        ]
+        processors.append(structlog.processors.JSONRenderer(serializer=orjson.dumps))
         factory = structlog.BytesLoggerFactory(getattr(out, "buffer", out))
     structlog.configure(
         processors=processors,

@@ -30,6 +30,8 @@ def build_app(settings: Settings) -> web.Application:
     async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
         bus = MemoryBus(settings.game_codes)
         async with aiohttp.ClientSession() as http:
+            if settings.twilio.auth_token is None:
+                log.warning("twilio_signatures_unchecked", hint="set TWILIO_AUTH_TOKEN and PHONEPATCH_PUBLIC_URL")
             if settings.deepgram.api_key is None:
                 log.warning("speech_provider_unconfigured", provider="deepgram", hint="set DEEPGRAM_API_KEY")
             app[GATEWAY] = Gateway(settings=settings, bus=bus, stt=DeepgramLive(settings.deepgram, http))

@@ -16,13 +16,23 @@ from aiohttp import web
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from phonepatch.services.context import GATEWAY, CloseCode, Gateway
+from phonepatch.services.twilio_gateway.webhook import is_signed
 from phonepatch.shared.bus import SessionQueue
-from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, CallEvent, GameLeft, GameText, TranscriptReady
+from phonepatch.shared.bus.events import (
+    BusGap,
+    CallConnected,
+    CallEnded,
+    CallEvent,
+    GameLeft,
+    GameText,
+    TranscriptReady,
+)
 from phonepatch.shared.errors import ProtocolError, ProviderError, UnknownCodeError
 from phonepatch.shared.keypad import KeypadCollector
 from phonepatch.shared.logs import get_logger
 from phonepatch.shared.matching import match_code
 from phonepatch.shared.protocol import twilio_media as media
+from phonepatch.shared.protocol.twiml import stream_url
 from phonepatch.shared.providers.stt import SpeechSession
 from phonepatch.shared.speech import SpeechEvent, Transcript, UtteranceEnd
 
@@ -42,9 +52,13 @@ async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
     """Serve one Media Streams websocket from ``start`` to ``stop``."""
     gateway = request.app[GATEWAY]
     limits = gateway.settings.limits
+    # Twilio signs the wss:// URL of the stream as written in the TwiML, with no params (§3.4).
+    if not is_signed(gateway, request, stream_url(gateway.settings.twilio.public_url), None):
+        raise web.HTTPForbidden(text="invalid Twilio signature")
     ws = web.WebSocketResponse(
         timeout=limits.close_timeout_s,
-        max_msg_size=limits.max_message_bytes, receive_timeout=limits.twilio_receive_timeout_s
+        max_msg_size=limits.max_message_bytes,
+        receive_timeout=limits.twilio_receive_timeout_s,
     )
     await ws.prepare(request)
     try:
