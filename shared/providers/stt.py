@@ -30,6 +30,13 @@ class SpeechSession(abc.ABC):
     async def finish(self) -> None:
         """No more audio: ask for the remaining results; ``events`` then ends."""
 
+    async def expect(self, phrases: Sequence[str] | None) -> None:
+        """Bias recognition toward ``phrases`` (all the caller may say now), or None for free speech.
+
+        A grammar-based engine restricts itself to them; a service may use them as hints or
+        ignore them. The default ignores them.
+        """
+
 
 class SpeechToText(abc.ABC):
     """A speech-to-text engine or service."""
