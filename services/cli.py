@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from phonepatch.shared.config import Settings, build_settings, read_config_file
-from phonepatch.shared.errors import ConfigError
+from phonepatch.shared.errors import ConfigError, ProviderError
 from phonepatch.shared.logs import configure_logging, get_logger
 
 __all__ = ["main"]
@@ -18,28 +20,62 @@ __all__ = ["main"]
 log = get_logger(__name__)
 
 
+class _AppendStep(argparse.Action):
+    """Collect --say/--wav/--keys/--pause in the order given on the command line."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        steps = getattr(namespace, "steps", None) or []
+        steps.append((self.dest, values))
+        namespace.steps = steps
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phonepatch", description="Patch phone calls into games.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run /game, /twilio and /healthz in one process")
+    for name, text in (("serve", "run /game, /twilio and /healthz in one process"), ("demo", "run the whole loop offline")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", metavar="FILE", help='JSON settings, e.g. {"game_codes": ["apple"]}')
+        command.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve = commands.choices["serve"]
     serve.add_argument("--host", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default 5000)")
-    serve.add_argument("--config", metavar="FILE", help='JSON settings, e.g. {"game_codes": ["apple"]}')
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    demo = commands.choices["demo"]
+    demo.add_argument("--speed", type=float, default=4.0, help="how much faster than real time the caller talks")
+    demo.add_argument("--record", type=Path, help="write what the caller heard to this WAV file")
+
+    call = commands.add_parser("call", help="simulate a phone call to a /twilio URL")
+    call.add_argument("url", help="e.g. ws://127.0.0.1:5000/twilio")
+    call.add_argument("--say", dest="say", action=_AppendStep, help="speak this text (offline TTS)")
+    call.add_argument("--wav", dest="wav", action=_AppendStep, help="play this WAV (any rate and channels)")
+    call.add_argument("--keys", dest="keys", action=_AppendStep, help="press these keys, e.g. 427#")
+    call.add_argument("--pause", dest="pause", type=float, action=_AppendStep, help="wait this many seconds")
+    call.add_argument("--confirm", metavar="CODE", help="answer read-backs: yes only if CODE is read back")
+    call.add_argument("--record", type=Path, help="write what the caller heard to this WAV file")
+    call.add_argument("--speed", type=float, default=1.0, help="send audio this many times faster than real time")
+    call.add_argument("--linger", type=float, default=3.0, help="seconds to stay on the line after the last step")
+    call.add_argument("--voice", default="en-us")
+    call.add_argument("--rate", type=int, default=175, help="speaking rate, words per minute")
+
+    client = commands.add_parser("client", help="a terminal game client for a /game URL")
+    client.add_argument("url", help="e.g. ws://127.0.0.1:5000/game")
     return parser
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
     """Defaults → ``--config`` file → environment → flags; the first bad key stops with its name."""
-    file_values = read_config_file(args.config) if args.config else {}
-    flags = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    flags = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "log_level": getattr(args, "log_level", None),
+    }
     return build_settings(file_values=file_values, environ=os.environ, flags=flags)
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings) -> int:
     from phonepatch.services.allinone.app import build_app
 
-    log.info("serving", host=settings.host, port=settings.port, codes=len(settings.game_codes))
+    log.info("serving", host=settings.host, port=settings.port, codes=len(settings.pool()))
     web.run_app(
         build_app(settings),
         host=settings.host,
@@ -48,6 +84,25 @@ def _serve(settings: Settings) -> None:
         access_log=None,
         shutdown_timeout=settings.limits.close_timeout_s,
     )
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from phonepatch.services.simulator.run import run_call
+
+    return asyncio.run(run_call(args))
+
+
+def _client(args: argparse.Namespace) -> int:
+    from phonepatch.services.simulator.terminal import run_client
+
+    return asyncio.run(run_client(args.url))
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from phonepatch.services.simulator.demo import main_demo
+
+    return main_demo(settings, speed=args.speed, record=args.record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,10 +112,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"phonepatch: configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
-    if args.command == "serve":
-        _serve(settings)
-    return 0
+    default_level = "error" if args.command in ("demo", "call", "client") else settings.log_level
+    configure_logging(getattr(args, "log_level", None) or default_level)
+    try:
+        match args.command:
+            case "serve":
+                return _serve(settings)
+            case "demo":
+                return _demo(settings, args)
+            case "call":
+                return _call(args)
+            case "client":
+                return _client(args)
+    except ProviderError as error:
+        print(f"phonepatch: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 2
 
 
 if __name__ == "__main__":

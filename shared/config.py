@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from phonepatch.shared.codes import generated_codes
 from phonepatch.shared.errors import ConfigError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Limits",
     "Secret",
     "Settings",
+    "SpeechSettings",
     "TwilioSettings",
     "build_settings",
     "read_config_file",
@@ -80,6 +82,20 @@ class DeepgramSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeechSettings:
+    """Which speech engines run, and how careful code entry is."""
+
+    stt: str = "auto"  # "auto": Deepgram when a key is set, else the offline engine
+    tts: str = "espeak"
+    voice: str = "en-us"
+    rate_wpm: int = 175
+    workers: int = 2
+    confirm_below: float = 0.9  # spoken codes heard with less confidence are read back first
+    max_attempts: int = 3
+    confirm_timeout_s: float = 8.0
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Every bound a peer can run into, with its unit."""
 
@@ -90,6 +106,7 @@ class Limits:
     game_heartbeat_s: float = 20.0
     queue_depth: int = 256
     keypad_pause_s: float = 3.0
+    grammar_refresh_s: float = 1.0
     close_timeout_s: float = 5.0
 
 
@@ -99,9 +116,15 @@ class Settings:
     port: int = 5000
     log_level: str = "info"
     game_codes: tuple[str, ...] = tuple(str(n) for n in range(100))
+    code_digits: int = 0  # > 0: a generated pool of codes this long, with a Damm check digit
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     deepgram: DeepgramSettings = field(default_factory=DeepgramSettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     limits: Limits = field(default_factory=Limits)
+
+    def pool(self) -> tuple[str, ...]:
+        """The codes games are given: generated check-digit codes, or ``game_codes``."""
+        return generated_codes(self.code_digits) if self.code_digits else self.game_codes
 
 
 def _str(key: str, value: Any) -> str:
@@ -173,6 +196,35 @@ def _public_url(key: str, value: Any) -> str:
     return url
 
 
+def _choice(*options: str) -> Callable[[str, Any], str]:
+    def cast(key: str, value: Any) -> str:
+        text = _str(key, value).lower()
+        if text not in options:
+            raise ConfigError(f"{key}: expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return cast
+
+
+def _fraction(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}") from None
+    if not 0 <= number <= 1:
+        raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}")
+    return number
+
+
+def _code_digits(key: str, value: Any) -> int:
+    number = _int(key, value)
+    if number and not 2 <= number <= 7:
+        raise ConfigError(f"{key}: expected 0 (use game_codes) or 2..7 digits, got {value!r}")
+    return number
+
+
 def _codes(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not value:
         raise ConfigError(f"{key}: expected a non-empty list of codes")
@@ -195,6 +247,15 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "port": (None, "port", _port, "PHONEPATCH_PORT"),
     "log_level": (None, "log_level", _level, "PHONEPATCH_LOG_LEVEL"),
     "game_codes": (None, "game_codes", _codes, None),
+    "code_digits": (None, "code_digits", _code_digits, "PHONEPATCH_CODE_DIGITS"),
+    "stt_provider": ("speech", "stt", _choice("auto", "deepgram", "pocketsphinx"), "PHONEPATCH_STT"),
+    "tts_provider": ("speech", "tts", _choice("espeak", "none"), "PHONEPATCH_TTS"),
+    "tts_voice": ("speech", "voice", _str, None),
+    "tts_rate_wpm": ("speech", "rate_wpm", _count, None),
+    "speech_workers": ("speech", "workers", _count, None),
+    "confirm_below": ("speech", "confirm_below", _fraction, None),
+    "max_attempts": ("speech", "max_attempts", _count, None),
+    "confirm_timeout_s": ("speech", "confirm_timeout_s", _seconds, None),
     "twilio_phone_number": ("twilio", "phone_number", _str, "TWILIO_PHONE_NUMBER"),
     "twilio_auth_token": ("twilio", "auth_token", _secret, "TWILIO_AUTH_TOKEN"),
     "public_url": ("twilio", "public_url", _public_url, "PHONEPATCH_PUBLIC_URL"),
@@ -211,6 +272,7 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "game_heartbeat_s": ("limits", "game_heartbeat_s", _seconds, None),
     "queue_depth": ("limits", "queue_depth", _count, None),
     "keypad_pause_s": ("limits", "keypad_pause_s", _seconds, None),
+    "grammar_refresh_s": ("limits", "grammar_refresh_s", _seconds, None),
     "close_timeout_s": ("limits", "close_timeout_s", _seconds, None),
 }
 
@@ -267,5 +329,6 @@ def build_settings(
         **sections.get(None, {}),
         twilio=twilio,
         deepgram=DeepgramSettings(**sections.get("deepgram", {})),
+        speech=SpeechSettings(**sections.get("speech", {})),
         limits=Limits(**sections.get("limits", {})),
     )

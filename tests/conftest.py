@@ -71,7 +71,7 @@ async def deepgram() -> AsyncIterator[FakeDeepgram]:
 @pytest.fixture
 def settings(deepgram: FakeDeepgram) -> Settings:
     return build_settings(
-        file_values={"keypad_pause_s": 0.3, "close_timeout_s": 2.0},
+        file_values={"keypad_pause_s": 0.3, "close_timeout_s": 2.0, "stt_provider": "deepgram", "tts_provider": "espeak"},
         environ={
             "DEEPGRAM_API_KEY": API_KEY,
             "DEEPGRAM_URL": deepgram.url,

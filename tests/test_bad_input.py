@@ -146,5 +146,5 @@ class TestGameSocket:
             await call.press(unused + "#")
             await call.press(game.code + "#")
             assert await game.receive_text() == "connected"
-        refusals = [entry for entry in logs if entry["event"] == "code_rejected"]
-        assert [entry["reason"] for entry in refusals] == ["unknown code"]
+        prompts = [entry["kind"] for entry in logs if entry["event"] == "caller_prompted"]
+        assert prompts[:2] == ["prompt", "hint"]  # the unknown code got a spoken hint, not a patch

@@ -32,7 +32,7 @@ class TestVoiceWebhook:
             assert response.content_type == "text/xml"
             body = await response.text()
         assert "<Connect><Stream url=\"wss://127.0.0.1:" in body and "/twilio\"" in body
-        assert "<Say>Say or key in the code shown in your game.</Say>" in body
+        assert "<Say>Goodbye.</Say>" in body  # the prompt itself is spoken through the stream
 
     async def test_signed_request_is_answered(self, signed_server):
         url = PUBLIC + "/twilio/voice?tenant=a%20b"

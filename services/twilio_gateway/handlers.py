@@ -8,7 +8,6 @@ result goes to that game's channel.
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 
 import aiohttp
@@ -16,6 +15,7 @@ from aiohttp import web
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from phonepatch.services.context import GATEWAY, CloseCode, Gateway
+from phonepatch.services.twilio_gateway.speaker import Speaker
 from phonepatch.services.twilio_gateway.webhook import is_signed
 from phonepatch.shared.bus import SessionQueue
 from phonepatch.shared.bus.events import (
@@ -28,24 +28,17 @@ from phonepatch.shared.bus.events import (
     TranscriptReady,
 )
 from phonepatch.shared.errors import ProtocolError, ProviderError, UnknownCodeError
+from phonepatch.shared.entry import Claim, CodeEntry, EntryAction, EntryState, Hangup, Listen, Say
 from phonepatch.shared.keypad import KeypadCollector
 from phonepatch.shared.logs import get_logger
-from phonepatch.shared.matching import match_code
 from phonepatch.shared.protocol import twilio_media as media
 from phonepatch.shared.protocol.twiml import stream_url
 from phonepatch.shared.providers.stt import SpeechSession
 from phonepatch.shared.speech import SpeechEvent, Transcript, UtteranceEnd
 
-__all__ = ["CallSession", "CallState", "twilio_handler"]
+__all__ = ["CallSession", "twilio_handler"]
 
 log = get_logger(__name__)
-
-
-class CallState(enum.Enum):
-    AWAITING_CODE = "awaiting_code"
-    PATCHING = "patching"
-    PATCHED = "patched"
-    ENDED = "ended"
 
 
 async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
@@ -95,23 +88,36 @@ async def _await_start(ws: web.WebSocketResponse) -> media.Start:
 
 
 class CallSession:
-    """One phone call: its stream, its speech session, its code entry and its patch."""
+    """One phone call: its stream, its speech sessions, its code entry and its patch."""
 
     def __init__(self, ws: web.WebSocketResponse, start: media.Start, gateway: Gateway) -> None:
         self.ws = ws
-        self.start = start
         self.gateway = gateway
         self.call_sid = start.call_sid
-        self.state = CallState.AWAITING_CODE
-        self.code: str | None = None
+        speech = gateway.settings.speech
+        self.entry = CodeEntry(
+            confirm_below=speech.confirm_below,
+            max_attempts=speech.max_attempts,
+            confirm_timeout_s=speech.confirm_timeout_s,
+            prompt=gateway.settings.twilio.prompt,
+        )
+        self.speaker = Speaker(ws, start.stream_sid, gateway.tts, depth=gateway.settings.limits.queue_depth)
+        self._last_said: asyncio.Future[bool] | None = None
         self.keypad = KeypadCollector(pause_s=gateway.settings.limits.keypad_pause_s)
-        self._keypad_changed = asyncio.Event()
+        self._timers_changed = asyncio.Event()
         self._phrase: list[str] = []
+        self._speech: SpeechSession | None = None
+        self._grammar_codes: frozenset[str] | None = None
+        self.code: str | None = None
         self.end_reason = "caller hung up"
         self.started_s = time.monotonic()
         self.frames = 0
         self.transcripts = 0
         self.bad_frames = 0
+
+    @property
+    def patched(self) -> bool:
+        return self.entry.state is EntryState.PATCHED and self.code is not None
 
     async def run(self) -> None:
         """Subscribe, open speech, run the loops until the call ends, then clean up."""
@@ -133,20 +139,25 @@ class CallSession:
         if stt is None:
             raise ProviderError("no speech-to-text provider configured")
         async with stt.session(call_sid=self.call_sid) as speech:
+            self._speech = speech
             log.info("call_started", provider=stt.name)
             async with asyncio.TaskGroup() as tasks:
                 helpers = [
                     tasks.create_task(self._read_inbox(inbox)),
-                    tasks.create_task(self._run_keypad_timer()),
+                    tasks.create_task(self._run_timers()),
+                    tasks.create_task(self.speaker.run()),
                 ]
                 listener = tasks.create_task(self._read_speech(speech))
                 try:
+                    await self._apply(self.entry.start(await self.gateway.bus.live_codes()))
                     await self._read_stream(speech)
                     await speech.finish()
                     await asyncio.wait([listener], timeout=self.gateway.settings.limits.close_timeout_s)
                 finally:
                     for task in (*helpers, listener):
                         task.cancel()
+
+    # -- the Twilio stream ---------------------------------------------------------------------
 
     async def _read_stream(self, speech: SpeechSession) -> None:
         """Forward audio and keys until ``stop``, the socket closes or media stops arriving."""
@@ -185,103 +196,149 @@ class CallSession:
                 await speech.send_audio(payload)
             case media.Dtmf(digit=digit):
                 await self._on_digit(digit)
+            case media.Mark(name=name):
+                self.speaker.on_mark(name)
             case media.Start():
                 self._note_bad_frame("second start on one stream")
             case _:
-                pass  # connected, mark echoes and unknown events need nothing here (§1.2)
+                pass  # connected and unknown events need nothing here (§1.2)
 
     async def _on_digit(self, digit: str) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.entry.state is EntryState.CONFIRMING and digit in "#*":
+            await self._apply(self.entry.on_key(digit, now))
+            return
         try:
-            result = self.keypad.press(digit, asyncio.get_running_loop().time())
+            result = self.keypad.press(digit, now)
         except ProtocolError as error:
             self._note_bad_frame(str(error))
             return
-        self._keypad_changed.set()
+        self._timers_changed.set()
         if result is not None:
-            await self._enter_code(result.digits, via="keypad")
+            await self._on_keys(result.digits)
 
-    async def _run_keypad_timer(self) -> None:
-        """End keypad entry after a pause: sleeps until the collector's deadline, computed there."""
+    async def _on_keys(self, digits: str) -> None:
+        live = await self.gateway.bus.live_codes()
+        await self._apply(self.entry.on_keys(digits, live, asyncio.get_running_loop().time()))
+
+    async def _run_timers(self) -> None:
+        """Sleep until the next deadline the pure parts computed: keypad pause, read-back timeout."""
         loop = asyncio.get_running_loop()
+        refresh_s = self.gateway.settings.limits.grammar_refresh_s
         while True:
-            self._keypad_changed.clear()
-            deadline = self.keypad.deadline
+            self._timers_changed.clear()
+            deadlines = [d for d in (self.keypad.deadline, self.entry.deadline) if d is not None]
+            deadline = min(deadlines, default=loop.time() + refresh_s)
             try:
                 async with asyncio.timeout_at(deadline):
-                    await self._keypad_changed.wait()
+                    await self._timers_changed.wait()
             except TimeoutError:
-                result = self.keypad.poll(loop.time())
+                now = loop.time()
+                result = self.keypad.poll(now)
                 if result is not None:
-                    await self._enter_code(result.digits, via="keypad")
+                    await self._on_keys(result.digits)
+                await self._apply(self.entry.poll(now))
+                await self._refresh_grammar()
+
+    # -- speech --------------------------------------------------------------------------------
 
     async def _read_speech(self, speech: SpeechSession) -> None:
         async for event in speech.events():
             await self._on_speech(event)
 
     async def _on_speech(self, event: SpeechEvent) -> None:
-        if self.state is CallState.PATCHED and self.code is not None:
+        if self.patched:
             if isinstance(event, Transcript):
                 self.transcripts += 1
                 await self.gateway.bus.publish_to_game(self.code, TranscriptReady(self.call_sid, event))
             return
         phrase = self._collect_phrase(event)
-        if phrase:
-            await self._enter_spoken(phrase)
+        if phrase is not None:
+            text, confidence = phrase
+            if self.gateway.stt is not None and self.gateway.stt.always_confirm:
+                confidence = 0.0  # this engine's confidence cannot make a code safe (ARCHITECTURE §6)
+            live = await self.gateway.bus.live_codes()
+            now = asyncio.get_running_loop().time()
+            await self._apply(self.entry.on_speech(text, confidence, live, now))
 
-    def _collect_phrase(self, event: SpeechEvent) -> str | None:
-        """Join finals until the utterance ends (PROTOCOLS.md §4.5); return the whole phrase then."""
+    def _collect_phrase(self, event: SpeechEvent) -> tuple[str, float] | None:
+        """Join finals until the utterance ends (PROTOCOLS.md §4.5); return it with its confidence."""
         if isinstance(event, Transcript) and event.is_final and event.text:
-            self._phrase.append(event.text)
+            self._phrase.append(event)
         ended = isinstance(event, UtteranceEnd) or (isinstance(event, Transcript) and event.speech_final)
         if not ended or not self._phrase:
             return None
-        phrase, self._phrase = " ".join(self._phrase), []
-        return phrase
+        finals, self._phrase = self._phrase, []
+        return " ".join(t.text for t in finals), min(t.confidence for t in finals)
 
-    async def _enter_spoken(self, phrase: str) -> None:
-        code = match_code(phrase, await self.gateway.bus.live_codes())
-        if code is None:
-            log.info("code_not_recognised", via="speech", words=len(phrase.split()))
+    async def _refresh_grammar(self) -> None:
+        """Keep a grammar of live codes current while the caller is entering one."""
+        if self.entry.state is not EntryState.AWAITING_CODE or self._speech is None:
             return
-        await self._enter_code(code, via="speech")
+        live = await self.gateway.bus.live_codes()
+        if live != self._grammar_codes:
+            self._grammar_codes = live
+            await self._speech.expect(self.entry.expected_phrases(live))
 
-    async def _enter_code(self, code: str, *, via: str) -> None:
+    # -- decisions -----------------------------------------------------------------------------
+
+    async def _apply(self, actions: tuple[EntryAction, ...]) -> None:
+        """Carry out what code entry decided, in order."""
+        for action in actions:
+            match action:
+                case Say(text=text, kind=kind):
+                    log.info("caller_prompted", kind=kind)
+                    self._last_said = self.speaker.say(text, kind=kind)
+                case Listen(phrases=phrases):
+                    if self._speech is not None:
+                        await self._speech.expect(phrases)
+                case Claim(code=code, via=via):
+                    await self._claim(code, via)
+                case Hangup(reason=reason):
+                    await self._hang_up(reason)
+        self._timers_changed.set()
+
+    async def _claim(self, code: str, via: str) -> None:
         """Claim the game holding ``code``; on success tell it ``connected``."""
-        if self.state is not CallState.AWAITING_CODE:
-            return
-        self.state = CallState.PATCHING  # a second entry arriving meanwhile is ignored, not raced
         try:
-            claimed = await self.gateway.bus.claim_game(code, self.call_sid)
+            claimed: bool | None = await self.gateway.bus.claim_game(code, self.call_sid)
         except UnknownCodeError:
             claimed = None
-        finally:
-            self.state = CallState.AWAITING_CODE
-        if not claimed:
+        if claimed:
+            self.code = code
+            bind_contextvars(code=code)
+            await self.gateway.bus.publish_to_game(code, CallConnected(self.call_sid))
+            log.info("call_patched", via=via)
+        else:
             reason = "unknown code" if claimed is None else "game already has a caller"
             log.warning("code_rejected", via=via, reason=reason)
-            return
-        self.state, self.code = CallState.PATCHED, code
-        bind_contextvars(code=code)
-        await self.gateway.bus.publish_to_game(code, CallConnected(self.call_sid))
-        log.info("call_patched", via=via)
+        await self._apply(self.entry.on_claim_result(code, claimed))
+
+    async def _hang_up(self, reason: str) -> None:
+        """Let the goodbye play (bounded), then close the stream: Twilio ends the call (§1.8)."""
+        self.end_reason = reason.replace("_", " ")
+        if self._last_said is not None:
+            await asyncio.wait([self._last_said], timeout=self.gateway.settings.limits.close_timeout_s)
+        await self.ws.close(code=CloseCode.NORMAL, message=b"goodbye")
 
     async def _read_inbox(self, inbox: SessionQueue[CallEvent]) -> None:
         while True:
             event = await inbox.get()
             match event:
                 case GameText(code=code, text=text) if code == self.code:
-                    # Speaking it is the text-to-speech provider's work (talk-back); until a
-                    # provider is configured the text is accepted and counted.
                     log.info("game_text_received", chars=len(text))
+                    self.speaker.say(text, kind="game")
                 case GameLeft(code=code, reason=reason) if code == self.code:
-                    self.state, self.code = CallState.AWAITING_CODE, None
+                    self.code = None
                     log.info("game_left", reason=reason)
+                    await self._apply(self.entry.on_game_left())
                 case BusGap(reason=reason):
                     log.warning("call_missed_events", reason=reason)
 
     async def _end(self) -> None:
         """Release the game (it keeps its code) and close the stream; runs once, shielded."""
-        code, self.code, self.state = self.code, None, CallState.ENDED
+        code, self.code = self.code, None
+        self.speaker.cancel_all()
         try:
             if code is not None and await self.gateway.bus.release_claim(code, self.call_sid):
                 await self.gateway.bus.publish_to_game(code, CallEnded(self.call_sid, self.end_reason))
@@ -296,4 +353,5 @@ class CallSession:
                 frames=self.frames,
                 transcripts=self.transcripts,
                 bad_frames=self.bad_frames,
+                frames_spoken=self.speaker.frames_sent,
             )

@@ -35,6 +35,9 @@ async def voice_webhook(request: web.Request) -> web.Response:
     if not is_signed(gateway, request, twilio.public_url + request.raw_path, params):
         raise web.HTTPForbidden(text="invalid Twilio signature")
     base = twilio.public_url or f"https://{request.host}"
-    document = connect_stream(url=stream_url(base), prompt=twilio.prompt, goodbye=twilio.goodbye)
+    # With a synthesizer the prompt is spoken through the stream, so the caller can answer at once
+    # (audio during a TwiML <Say> never reaches the stream, §2.2).
+    prompt = "" if gateway.tts is not None else twilio.prompt
+    document = connect_stream(url=stream_url(base), prompt=prompt, goodbye=twilio.goodbye)
     log.info("call_answered", call_sid=params.get("CallSid", ""))
     return web.Response(text=document, content_type="text/xml")

@@ -42,6 +42,11 @@ class SpeechToText(abc.ABC):
     """A speech-to-text engine or service."""
 
     name: str
+    # True when the engine's confidence cannot vouch for a code: every spoken code is read back.
+    always_confirm: bool = False
+
+    async def warm_up(self) -> None:
+        """Load what the first call would otherwise wait for; the default loads nothing."""
 
     @abc.abstractmethod
     def session(

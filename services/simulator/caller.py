@@ -1,0 +1,155 @@
+"""A scripted caller: says text, plays WAVs, presses keys, and answers read-backs honestly.
+
+An answer to a read-back comes from transcribing what was heard with the offline recogniser,
+restricted to the code the caller meant and its near misses; it says "yes" only when the
+transcription names the code it meant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from phonepatch.services.simulator.phone import Heard, PhoneSimulator
+from phonepatch.shared.audio import frames_of, pcm_to_mulaw, read_wav
+from phonepatch.shared.entry import readback_question
+from phonepatch.shared.matching import normalize_words
+from phonepatch.shared.providers.espeak import synthesize_mulaw
+from phonepatch.shared.providers.stt import SpeechToText
+from phonepatch.shared.speech import Transcript
+
+__all__ = ["Caller", "Keys", "Pause", "PlayWav", "SayText", "Step", "readback_candidates", "transcribe"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class SayText:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayWav:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    digits: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    seconds: float
+
+
+Step = SayText | PlayWav | Keys | Pause
+
+
+def readback_candidates(code: str) -> list[str]:
+    """What a read-back of ``code`` or of a near miss (one digit changed) may sound like.
+
+    The question is split at its sentence end, where the recogniser may end an utterance.
+    """
+    codes = [code]
+    if code.isdigit():
+        codes += [code[:i] + d + code[i + 1 :] for i in range(len(code)) for d in "0123456789" if d != code[i]]
+    else:
+        codes += [str(n) for n in range(10)]
+    sentences = [[" ".join(normalize_words(part)) for part in readback_question(c).split(".") if part.strip()] for c in codes]
+    return [first for first, *_ in sentences] + sorted({rest for _, *tail in sentences for rest in tail})
+
+
+async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
+    """Final transcripts of ``mulaw`` with the recogniser restricted to ``phrases`` (or free)."""
+    texts: list[str] = []
+    async with stt.session(call_sid="simulator") as session:
+        await session.expect(phrases)
+        for frame in frames_of(mulaw + b"\xff" * 8000):  # a second of silence ends the utterance
+            await session.send_audio(frame)
+        await session.finish()
+        async for event in session.events():
+            if isinstance(event, Transcript) and event.is_final and event.text:
+                texts.append(event.text)
+    return " ".join(texts)
+
+
+class Caller:
+    """Drives a ``PhoneSimulator`` through steps; answers read-backs while it does.
+
+    With ``say_on_hint``, it says the next of those phrases whenever the server hints that it
+    should try again, as a person would rephrase.
+    """
+
+    def __init__(
+        self,
+        phone: PhoneSimulator,
+        *,
+        executor: Executor,
+        stt: SpeechToText | None = None,
+        meant_code: str | None = None,
+        say_on_hint: Sequence[str] = (),
+        voice: str = "en-us",
+        rate_wpm: int = 175,
+        report: Callable[[str], None] = print,
+    ) -> None:
+        self.phone = phone
+        self._executor = executor
+        self._stt = stt
+        self._meant_code = meant_code
+        self._retries = itertools.cycle(say_on_hint) if say_on_hint else None
+        self._voice = voice
+        self._rate_wpm = rate_wpm
+        self._report = report
+        self.heard: list[tuple[Heard, str]] = []
+        self.answers: list[bool] = []
+
+    async def speak(self, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        mulaw = await loop.run_in_executor(
+            self._executor, lambda: synthesize_mulaw(text, voice=self._voice, rate_wpm=self._rate_wpm)
+        )
+        await self.phone.say_audio(mulaw)
+
+    async def run_steps(self, steps: Sequence[Step]) -> None:
+        for step in steps:
+            match step:
+                case SayText(text=text):
+                    self._report(f"caller says: {text}")
+                    await self.speak(text)
+                case PlayWav(path=path):
+                    self._report(f"caller plays: {path}")
+                    pcm = await asyncio.get_running_loop().run_in_executor(self._executor, read_wav, path)
+                    await self.phone.say_audio(pcm_to_mulaw(pcm))
+                case Keys(digits=digits):
+                    self._report(f"caller presses: {digits}")
+                    await self.phone.press(digits)
+                case Pause(seconds=seconds):
+                    await asyncio.sleep(seconds)
+
+    async def listen(self) -> None:
+        """Handle everything the server plays until cancelled: answer read-backs, note the rest."""
+        while True:
+            heard = await self.phone.next_heard(timeout_s=3600)
+            kind = heard.mark.rsplit("-", 1)[0]
+            if kind == "readback" and self._meant_code is not None and self._stt is not None:
+                await self._answer_readback(heard)
+            else:
+                self.heard.append((heard, kind))
+                self._report(f"caller hears: {kind} ({heard.duration_s:.1f} s)")
+                if kind == "hint" and self._retries is not None:
+                    again = next(self._retries)
+                    self._report(f"caller tries again: {again}")
+                    await self.speak(again)
+
+    async def _answer_readback(self, heard: Heard) -> None:
+        candidates = readback_candidates(self._meant_code)
+        text = await transcribe(self._stt, heard.mulaw, candidates)
+        heard_code = [phrase for phrase in candidates[:-1] if phrase in text]
+        right = heard_code == [candidates[0]]
+        self.heard.append((heard, "readback"))
+        self.answers.append(right)
+        self._report(f"caller hears: \"{text}\" -> answers {'yes' if right else 'no'}")
+        await self.speak("yes" if right else "no")

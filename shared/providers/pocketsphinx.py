@@ -1,0 +1,505 @@
+"""Offline speech-to-text with PocketSphinx 5 and the US English model inside its wheel.
+
+Phone audio (8 kHz mu-law) is decoded, dithered (the model does badly on the exact zeros of mu-law
+silence), upsampled to the model's 16 kHz with filter state kept across frames, and cut into
+utterances by ``pocketsphinx.Endpointer``. Speech, with a little audio either side, streams into a
+``Decoder``; the endpointer's end of speech ends the utterance and yields its final transcript.
+``expect`` switches the next utterance to a JSGF grammar of exactly the given phrases; a grammar
+search that stops short of a whole phrase yields an empty final rather than a fragment.
+
+Threading: all engine work runs through ``loop.run_in_executor``, one job at a time per session, in
+order. The Cython bindings hold the GIL inside every engine call, so a thread pool keeps the loop
+free only between calls: the longest single call (building a decoder, ~0.5 s; ending a long
+free-speech utterance, tens of ms) is how long the loop can stall. Hence decoders are built once
+and reused, audio goes to the decoder 10 ms per call, and utterances are capped at
+``max_utterance_s``. For the same reason all sessions of a process share one core for decoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phonepatch.shared.audio import PHONE_RATE_HZ, StreamResampler, add_dither, mulaw_to_pcm
+from phonepatch.shared.errors import ProviderError
+from phonepatch.shared.logs import get_logger
+from phonepatch.shared.providers.stt import SpeechSession, SpeechToText
+from phonepatch.shared.speech import SpeechEvent, SpeechStarted, Transcript, UtteranceEnd, Word
+
+__all__ = ["PocketSphinxProvider", "PocketSphinxSession", "PocketSphinxTuning"]
+
+log = get_logger(__name__)
+
+MODEL_RATE_HZ = 16000  # the bundled model is 16 kHz; ``samprate=8000`` with it recognises nothing
+# Cepstral mean the live normalisation starts each call from: where it converges on phone speech
+# through this pipeline (eSpeak voices at 8 kHz, upsampled). The model's own ("40,3,-1") suits
+# wideband audio; with it, 12-phrase grammars got 26 of 96 spoken codes right, with this 51.
+PHONE_CMN_INIT = "37.4,9.5,-32.8,43.1,-19.3,-1.4,6.2,-21.9,11.2,-14.6,-3.1,5.0,-15.3"
+_DECODE_PIECE_BYTES = 2 * MODEL_RATE_HZ // 100  # 10 ms, one decoder frame
+_ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")
+_GRAMMAR_WORD = re.compile(r"^[a-z0-9][a-z0-9'.-]*$")  # nothing a JSGF token would misread
+
+
+@dataclass(frozen=True, slots=True)
+class PocketSphinxTuning:
+    """Knobs of the offline engine; the defaults suit phone calls."""
+
+    vad_mode: int = 0  # 0 (loose) .. 3 (strict): how sure the VAD must be that a frame is speech
+    endpoint_window_s: float = 0.3  # the endpointer decides over this much audio
+    endpoint_ratio: float = 0.9  # fraction of that window that must agree to switch state
+    preroll_s: float = 0.15  # audio before the detected start also goes to the decoder
+    postroll_s: float = 0.15  # audio after the detected end also goes to the decoder
+    interim_interval_s: float = 0.5  # speech between interim transcripts; 0 turns them off
+    max_utterance_s: float = 10.0  # longer speech is cut into several finals
+    dither_sigma: float = 30.0  # standard deviation of the noise added to 16-bit samples
+    max_queued_chunks: int = 50  # audio and commands waiting for the engine (~1 s of frames)
+    max_queued_events: int = 64
+    max_idle_decoders: int = 2  # each idle decoder holds ~90 MB
+    # Passed to ``pocketsphinx.Config``. Free speech with the model's defaults costs ~9 ms of
+    # GIL-held CPU per 20 ms of audio and ~50 ms (up to 140) to end an utterance; without fwdflat
+    # and with these per-frame limits, ~3 ms and ~10 ms (up to 26), for the same share of words
+    # found on 8 kHz speech (about 1 in 4). Grammar searches are too small for the limits to bite.
+    decoder_options: Mapping[str, Any] = field(
+        default_factory=lambda: {"fwdflat": False, "maxhmmpf": 3000, "maxwpf": 10, "cmninit": PHONE_CMN_INIT}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Expect:
+    phrases: tuple[str, ...] | None
+
+
+_FINISH = object()  # inbox marker: no more audio
+_END = object()  # events marker: the session is over
+
+
+class _Recognizer:
+    """One session's engine state. Blocking: every method runs in the executor, one at a time."""
+
+    def __init__(self, decoder: Any, endpointer: Any, tuning: PocketSphinxTuning, seed: int) -> None:
+        self._decoder = decoder
+        self._endpointer = endpointer
+        self._tuning = tuning
+        self._rng = np.random.default_rng(seed)
+        self._resampler = StreamResampler(PHONE_RATE_HZ, MODEL_RATE_HZ)
+        self._pending = bytearray()  # 16 kHz samples short of a whole endpointer frame
+        self._recent = bytearray()  # the latest 16 kHz audio given to the endpointer, for pre-roll
+        self._recent_max_bytes = 2 * int((tuning.endpoint_window_s + tuning.preroll_s + 0.1) * MODEL_RATE_HZ)
+        self._fed_bytes = 0
+        self._frame_rate_hz = decoder.config["frate"]
+        self._wanted: frozenset[str] = frozenset()  # phrases for the next utterance; none: free
+        self._grammar: tuple[frozenset[str], str] | None = None  # built phrase set, search name
+        self._phrases: frozenset[str] = frozenset()  # the current utterance's; none: free
+        self._grammars_built = 0
+        self._in_utterance = False
+        self._utterance_audio = bytearray()  # a grammar utterance's audio, decoded at its end
+        self._utterance_start_s = 0.0
+        self._speech_s = 0.0  # speech fed into the current utterance
+        self._next_interim_s = 0.0
+        self._last_interim = ""
+
+    def handle(self, batch: Sequence[object]) -> list[SpeechEvent]:
+        """Process queued audio and commands in order; ``_FINISH`` flushes and ends the stream."""
+        events: list[SpeechEvent] = []
+        for item in batch:
+            if isinstance(item, bytes):
+                self._feed(mulaw_to_pcm(item), events)
+            elif isinstance(item, _Expect):
+                self._wanted = self._known_phrases(item.phrases or ())
+            elif item is _FINISH:
+                self._finish(events)
+        return events
+
+    def reset(self, cmn: str) -> None:
+        """Make the decoder fit for another call: free speech, no grammars, fresh noise estimate."""
+        self._decoder.activate_search()
+        if self._grammar is not None:
+            self._decoder.remove_search(self._grammar[1])
+            self._grammar = None
+        self._decoder.set_cmn(cmn)
+
+    def _feed(self, pcm: np.ndarray, events: list[SpeechEvent]) -> None:
+        dithered = add_dither(pcm, self._rng, self._tuning.dither_sigma)
+        self._pending += self._resampler.feed(dithered).tobytes()
+        frame_bytes = self._endpointer.frame_bytes
+        while len(self._pending) >= frame_bytes:
+            frame = bytes(self._pending[:frame_bytes])
+            del self._pending[:frame_bytes]
+            self._remember(frame)
+            self._on_speech(self._endpointer.process(frame), events)
+
+    def _remember(self, frame: bytes) -> None:
+        self._recent += frame
+        del self._recent[: max(0, len(self._recent) - self._recent_max_bytes)]
+        self._fed_bytes += len(frame)
+
+    def _recent_audio(self, from_s: float, to_s: float) -> bytes:
+        """Remembered audio between two stream times, as much of it as is still kept."""
+        recent_start_byte = self._fed_bytes - len(self._recent)
+        from_byte = max(recent_start_byte, 2 * round(from_s * MODEL_RATE_HZ))
+        to_byte = max(from_byte, min(self._fed_bytes, 2 * round(to_s * MODEL_RATE_HZ)))
+        return bytes(self._recent[from_byte - recent_start_byte : to_byte - recent_start_byte])
+
+    def _finish(self, events: list[SpeechEvent]) -> None:
+        self._pending += self._resampler.flush().tobytes()
+        frame_bytes = self._endpointer.frame_bytes
+        while len(self._pending) > frame_bytes:
+            frame = bytes(self._pending[:frame_bytes])
+            del self._pending[:frame_bytes]
+            self._remember(frame)
+            self._on_speech(self._endpointer.process(frame), events)
+        if self._endpointer.in_speech:
+            # end_stream is only for a stream that ends inside speech (its docstring), and it
+            # fails on an empty buffer, so the tail is at least one sample.
+            speech = self._endpointer.end_stream(bytes(self._pending) or bytes(2))
+            if speech is not None:
+                self._on_speech(speech, events, stream_ended=True)
+        self._pending.clear()
+        if self._in_utterance:
+            self._end_utterance(events, speech_final=True)
+
+    def _on_speech(
+        self, speech: bytes | None, events: list[SpeechEvent], *, stream_ended: bool = False
+    ) -> None:
+        if speech is None:
+            return
+        if not self._in_utterance:
+            speech_start_s = self._endpointer.speech_start
+            # The VAD misses soft onsets (the "f" of "forty"): give the decoder some audio before.
+            preroll = self._recent_audio(speech_start_s - self._tuning.preroll_s, speech_start_s)
+            self._start_utterance(speech_start_s - len(preroll) / 2 / MODEL_RATE_HZ)
+            events.append(SpeechStarted(timestamp_s=speech_start_s))
+            self._decode(preroll)
+        self._decode(speech)
+        if stream_ended:
+            return
+        if not self._endpointer.in_speech:
+            end_s = self._endpointer.speech_end
+            self._decode(self._recent_audio(end_s, end_s + self._tuning.postroll_s))
+            self._end_utterance(events, speech_final=True)
+        elif self._speech_s >= self._tuning.max_utterance_s:
+            # Cut long speech: its final arrives now, and ending it costs less GIL time.
+            self._end_utterance(events, speech_final=False)
+            self._start_utterance(self._utterance_start_s + self._speech_s)
+        elif self._tuning.interim_interval_s > 0 and self._speech_s >= self._next_interim_s:
+            self._add_interim(events)
+
+    def _decode(self, audio: bytes) -> None:
+        self._speech_s += len(audio) / 2 / MODEL_RATE_HZ
+        if self._phrases:
+            # Grammar utterances are short: decode each whole at its end, so cepstral mean
+            # normalisation sees all of it. Live CMN, still settling within a two-word code,
+            # got 49 of 100 eSpeak codes right through a grammar of every code; whole-utterance
+            # decoding 70 of 100 (the figure measured outside phonepatch was 77).
+            self._utterance_audio += audio
+            return
+        for start in range(0, len(audio), _DECODE_PIECE_BYTES):
+            # Small pieces: the bindings hold the GIL for a whole call (see the module docstring).
+            self._decoder.process_raw(audio[start : start + _DECODE_PIECE_BYTES])
+
+    def _start_utterance(self, start_s: float) -> None:
+        self._apply_wanted_search()
+        self._utterance_audio = bytearray()
+        self._decoder.start_utt()
+        self._in_utterance = True
+        self._utterance_start_s = start_s
+        self._speech_s = 0.0
+        self._next_interim_s = self._tuning.interim_interval_s
+        self._last_interim = ""
+
+    def _add_interim(self, events: list[SpeechEvent]) -> None:
+        if self._phrases:
+            return  # a grammar utterance is decoded at its end (see ``_decode``)
+        self._next_interim_s = self._speech_s + self._tuning.interim_interval_s
+        hypothesis = self._decoder.hyp()
+        text = _clean_text(hypothesis.hypstr) if hypothesis is not None else ""
+        if text and text != self._last_interim:
+            self._last_interim = text
+            events.append(Transcript(
+                text=text, is_final=False, start_s=self._utterance_start_s, duration_s=self._speech_s
+            ))
+
+    def _end_utterance(self, events: list[SpeechEvent], *, speech_final: bool) -> None:
+        if self._utterance_audio:
+            self._decoder.process_raw(bytes(self._utterance_audio), full_utt=True)
+            self._utterance_audio = bytearray()
+        self._decoder.end_utt()
+        self._in_utterance = False
+        words = self._words()
+        text = " ".join(word.word for word in words)
+        if self._phrases and text not in self._phrases:
+            # The grammar search ended short of its final state and backed off to a partial
+            # path ("forty" for "forty two"): that is none of the phrases, so nothing was heard.
+            log.debug("grammar_not_completed", provider="pocketsphinx", words=len(words))
+            words, text = (), ""
+        # Not ``hyp().prob``: that posterior is of the whole path, which splits between
+        # equivalent silence paths (0.33..0.5 for a clear "yes"); the words' own posteriors don't.
+        confidence = sum(word.confidence for word in words) / len(words) if words else 0.0
+        events.append(Transcript(
+            text=text, is_final=True, speech_final=speech_final, confidence=confidence,
+            words=words, start_s=self._utterance_start_s, duration_s=self._speech_s,
+        ))
+        if speech_final:
+            last_word_end_s = words[-1].end_s if words else self._utterance_start_s + self._speech_s
+            events.append(UtteranceEnd(last_word_end_s=last_word_end_s))
+
+    def _words(self) -> tuple[Word, ...]:
+        """Real words of the finished utterance, timed from the session start.
+
+        Confidence is the word's lattice posterior (``Segment.prob``; the bindings already turned
+        it from log domain into 0..1, and rounding in log base 1.0001 can exceed 1 slightly).
+        """
+        words = []
+        for segment in self._decoder.seg() or ():
+            word = _ALT_PRONUNCIATION.sub("", segment.word)
+            if _is_filler(word):
+                continue
+            words.append(Word(
+                word=word,
+                start_s=self._utterance_start_s + segment.start_frame / self._frame_rate_hz,
+                end_s=self._utterance_start_s + (segment.end_frame + 1) / self._frame_rate_hz,
+                confidence=min(1.0, max(0.0, segment.prob)),
+            ))
+        return tuple(words)
+
+    def _apply_wanted_search(self) -> None:
+        """Switch between free speech and a grammar of the wanted phrases; only between utterances."""
+        self._phrases = self._wanted
+        if not self._phrases:
+            self._decoder.activate_search()
+            return
+        if self._grammar is None or self._grammar[0] != self._phrases:
+            self._build_grammar(self._phrases)
+        self._decoder.activate_search(self._grammar[1])
+
+    def _build_grammar(self, phrases: frozenset[str]) -> None:
+        # Each grammar gets a new search name: re-adding a name while it is the active search
+        # frees it under the decoder and crashes the process (pocketsphinx 5.1.1).
+        name = f"expect{self._grammars_built}"
+        self._grammars_built += 1
+        alternatives = " | ".join(sorted(phrases))
+        grammar = f"#JSGF V1.0;\ngrammar expect;\npublic <phrase> = {alternatives};\n"
+        self._decoder.add_jsgf_string(name, grammar)
+        self._decoder.activate_search(name)
+        if self._grammar is not None:
+            self._decoder.remove_search(self._grammar[1])
+        self._grammar = (phrases, name)
+
+    def _known_phrases(self, phrases: Iterable[str]) -> frozenset[str]:
+        known = set()
+        for phrase in phrases:
+            missing = [word for word in phrase.split() if not self._is_known(word)]
+            if missing:
+                log.debug("expected_phrase_dropped", provider="pocketsphinx", unknown_words=missing)
+            else:
+                known.add(phrase)
+        return frozenset(known)
+
+    def _is_known(self, word: str) -> bool:
+        return bool(_GRAMMAR_WORD.match(word)) and self._decoder.lookup_word(word) is not None
+
+
+def _is_filler(word: str) -> bool:
+    """``<s>``, ``</s>``, ``<sil>``, ``[NOISE]``, ``[SPEECH]``: the model's noise dictionary."""
+    return word.startswith(("<", "[", "+"))
+
+
+def _clean_text(hypstr: str) -> str:
+    words = (_ALT_PRONUNCIATION.sub("", word) for word in hypstr.split())
+    return " ".join(word for word in words if not _is_filler(word))
+
+
+def _normalise_phrases(phrases: Sequence[str] | None) -> tuple[str, ...] | None:
+    if phrases is None:
+        return None
+    return tuple(" ".join(phrase.lower().split()) for phrase in phrases if phrase.strip())
+
+
+class PocketSphinxSession(SpeechSession):
+    """One call's offline recognition. Audio and ``expect`` commands queue for one worker task,
+    which runs them through the executor in order. ``send_audio`` waits while the engine is more
+    than ``max_queued_chunks`` behind; ``events`` can be iterated once."""
+
+    def __init__(self, recognizer: _Recognizer, executor: Executor, tuning: PocketSphinxTuning) -> None:
+        self._recognizer = recognizer
+        self._executor = executor
+        self._inbox: asyncio.Queue[object] = asyncio.Queue(tuning.max_queued_chunks)
+        self._events: asyncio.Queue[object] = asyncio.Queue(tuning.max_queued_events)
+        self._failure: ProviderError | None = None
+        self._finishing = False
+        self.finished_cleanly = False  # the decoder ended outside an utterance and may be reused
+
+    async def send_audio(self, mulaw: bytes) -> None:
+        self._check_open()
+        if mulaw:
+            await self._inbox.put(bytes(mulaw))
+
+    async def expect(self, phrases: Sequence[str] | None) -> None:
+        """Restrict recognition to exactly one of ``phrases`` from the next utterance on.
+
+        Phrases are lowercase words separated by spaces; those with a word the dictionary lacks
+        are dropped (logged at debug). With None, or nothing left, recognition is free again.
+        """
+        self._check_open()
+        await self._inbox.put(_Expect(_normalise_phrases(phrases)))
+
+    async def finish(self) -> None:
+        if self._finishing or self._failure is not None:
+            return
+        self._finishing = True
+        await self._inbox.put(_FINISH)
+
+    async def events(self) -> AsyncIterator[SpeechEvent]:
+        while True:
+            item = await self._events.get()
+            if item is _END:
+                if self._failure is not None:
+                    raise self._failure
+                return
+            yield item  # type: ignore[misc]
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self._finishing:
+            raise ProviderError("pocketsphinx: the speech session is finished")
+
+    async def run(self) -> None:
+        """The worker: feed the engine until ``finish``; end ``events`` whatever happens."""
+        try:
+            await self._pump()
+        except Exception as error:  # an engine fault ends this session only, through events()
+            log.error("provider_failed", provider="pocketsphinx", error=type(error).__name__)
+            self._failure = ProviderError(f"pocketsphinx: decoding failed: {type(error).__name__}: {error}")
+            while not self._inbox.empty():  # wake a sender blocked on a full inbox; it then raises
+                self._inbox.get_nowait()
+        # Not in a finally: when cancelled, nobody is left to read the marker.
+        await self._events.put(_END)
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._inbox.get()]
+            while not self._inbox.empty():  # catch up on a backlog in one executor job
+                batch.append(self._inbox.get_nowait())
+            events = await loop.run_in_executor(self._executor, self._recognizer.handle, batch)
+            for event in events:
+                await self._publish(event)
+            if _FINISH in batch:
+                self.finished_cleanly = True
+                return
+
+    async def _publish(self, event: SpeechEvent) -> None:
+        if isinstance(event, Transcript) and not event.is_final:
+            with contextlib.suppress(asyncio.QueueFull):  # a slow reader loses interims only
+                self._events.put_nowait(event)
+            return
+        await self._events.put(event)
+
+
+class PocketSphinxProvider(SpeechToText):
+    """PocketSphinx sessions whose engine work runs in ``executor``.
+
+    The model is checked at construction; raises ``ProviderError`` naming the ``pocketsphinx``
+    package when it cannot be imported or its model is missing or invalid. Decoders (~0.5 s to
+    build, ~90 MB each) are built in the executor and kept for reuse after a clean ``finish``.
+    """
+
+    name = "pocketsphinx"
+    always_confirm = True  # a grammar maps every miss onto some live code (ARCHITECTURE §6)
+
+    def __init__(self, executor: Executor, tuning: PocketSphinxTuning | None = None) -> None:
+        self._executor = executor
+        self._tuning = tuning or PocketSphinxTuning()
+        self._engine = _import_engine()
+        self._config = _base_config(self._engine, self._tuning.decoder_options)
+        self._build_endpointer()  # bad endpointer tuning fails here, not in every call
+        self._idle: list[tuple[Any, str]] = []  # (decoder, its initial cepstral mean)
+
+    async def warm_up(self, decoders: int = 1) -> None:
+        """Build decoders ahead of calls: start-up fails if the model does, and calls start without
+        the ~0.5 s loop stall of a build. Raises ``ProviderError`` when the model cannot load."""
+        while len(self._idle) < decoders:
+            self._idle.append(await self._build_decoder())
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self, *, call_sid: str, keyterms: Sequence[str] = ()
+    ) -> AsyncIterator[PocketSphinxSession]:
+        """Open a session. ``keyterms`` are not used: call ``expect`` to restrict recognition."""
+        decoder, cmn = self._idle.pop() if self._idle else await self._build_decoder()
+        seed = zlib.crc32(call_sid.encode())  # the dither, repeatable per call
+        recognizer = _Recognizer(decoder, self._build_endpointer(), self._tuning, seed)
+        session = PocketSphinxSession(recognizer, self._executor, self._tuning)
+        worker = asyncio.create_task(session.run(), name=f"pocketsphinx-{call_sid}")
+        try:
+            yield session
+        finally:
+            worker.cancel()
+            await asyncio.wait({worker})  # the worker keeps its own failures; wait never raises them
+            await self._recycle(recognizer, decoder, cmn, reusable=session.finished_cleanly)
+
+    async def _recycle(self, recognizer: _Recognizer, decoder: Any, cmn: str, *, reusable: bool) -> None:
+        # A cancelled worker may leave an executor job running on this decoder: drop it then.
+        if not reusable or len(self._idle) >= self._tuning.max_idle_decoders:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, recognizer.reset, cmn)
+        except (RuntimeError, KeyError, ValueError) as error:
+            log.warning("decoder_reset_failed", provider=self.name, error=type(error).__name__)
+            return
+        self._idle.append((decoder, cmn))
+
+    async def _build_decoder(self) -> tuple[Any, str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._new_decoder)
+
+    def _new_decoder(self) -> tuple[Any, str]:
+        try:
+            # A copy per decoder: initialisation writes the model's parameters into its config.
+            decoder = self._engine.Decoder(self._engine.Config.parse_json(self._config.dumps()))
+        except (RuntimeError, ValueError, KeyError, OSError) as error:
+            raise ProviderError(f"pocketsphinx: cannot load the speech model: {error}") from error
+        return decoder, decoder.get_cmn()
+
+    def _build_endpointer(self) -> Any:
+        try:
+            return self._engine.Endpointer(
+                window=self._tuning.endpoint_window_s,
+                ratio=self._tuning.endpoint_ratio,
+                vad_mode=self._tuning.vad_mode,
+                sample_rate=MODEL_RATE_HZ,
+            )
+        except ValueError as error:
+            raise ProviderError(f"pocketsphinx: bad endpointer tuning: {error}") from error
+
+
+def _import_engine() -> Any:
+    try:
+        import pocketsphinx
+    except ImportError as error:
+        raise ProviderError("pocketsphinx: the pocketsphinx package is not installed") from error
+    return pocketsphinx
+
+
+def _base_config(engine: Any, options: Mapping[str, Any]) -> Any:
+    """The shared configuration, checked once: unknown options and missing model files fail here."""
+    try:
+        config = engine.Config(**{"loglevel": "FATAL", **options})
+    except (KeyError, ValueError) as error:
+        raise ProviderError(f"pocketsphinx: bad decoder option: {error}") from error
+    for key in ("hmm", "dict", "lm"):
+        path = config[key]
+        if path is not None and not Path(path).exists():
+            raise ProviderError(f"pocketsphinx: the {key} model file is missing: {path}")
+    return config

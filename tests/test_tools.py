@@ -1,0 +1,85 @@
+"""The phone simulator and the terminal client, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import wave
+
+import numpy as np
+from structlog.testing import capture_logs
+
+from peers import TIMEOUT_S
+from phonepatch.services.simulator.terminal import describe, run_client
+
+
+async def run_tool(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phonepatch.services", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(6 * TIMEOUT_S):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return process.returncode, output.decode()
+
+
+class TestPhoneSimulator:
+    async def test_keyed_code_patches_and_the_prompt_is_recorded(self, server, tmp_path):
+        game = await server.game()
+        url = server.base_url.replace("http", "ws") + "/twilio"
+        recording = tmp_path / "heard.wav"
+        tool = asyncio.create_task(
+            run_tool("call", url, "--pause", "0.5", "--keys", game.code + "#", "--speed", "4", "--linger", "1", "--record", str(recording))
+        )
+        assert await game.receive_text() == "connected"
+        status, output = await tool
+        assert status == 0, output
+        assert "caller presses" in output and "caller hears: prompt" in output
+        with wave.open(str(recording)) as wav:
+            assert wav.getframerate() == 8000
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+        assert len(samples) > 8000 and np.abs(samples).max() > 3000  # the spoken prompt, not silence
+
+    async def test_unreachable_server_is_a_clear_error(self):
+        status, output = await run_tool("call", "ws://127.0.0.1:9/twilio", "--keys", "1#")
+        assert status == 1 and "cannot connect" in output
+
+
+class TestTerminalClient:
+    def test_describe_v0_messages(self):
+        assert describe("+15550001111", position=0) == "Call +15550001111"
+        assert "Your code:  42" in describe("42", position=1)
+        assert "caller is on the line" in describe("connected", position=2)
+        results = '{"type":"Results","is_final":true,"channel":{"alternatives":[{"transcript":"hi there"}]}}'
+        assert describe(results, position=3) == "caller: hi there"
+
+    async def test_shows_code_prints_words_and_sends_lines(self, server):
+        out = io.StringIO()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        url = server.base_url.replace("http", "ws") + "/game"
+        client = asyncio.create_task(run_client(url, out=out, lines=lines))
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                while "Your code" not in out.getvalue():
+                    await asyncio.sleep(0.01)
+            code = out.getvalue().split("Your code:")[1].split()[0]
+            call = await server.call()
+            await call.say(code)
+            await call.say("good evening")
+            async with asyncio.timeout(TIMEOUT_S):
+                while "caller: good evening" not in out.getvalue():
+                    await asyncio.sleep(0.01)
+            with capture_logs() as logs:
+                lines.put_nowait("Welcome, caller.\n")
+                async with asyncio.timeout(TIMEOUT_S):
+                    while not any(entry["event"] == "game_text_received" for entry in logs):
+                        await asyncio.sleep(0.01)
+        finally:
+            client.cancel()
+            await asyncio.gather(client, return_exceptions=True)
