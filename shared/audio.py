@@ -80,9 +80,9 @@ def frames_of(mulaw: bytes, frame_bytes: int = FRAME_BYTES) -> Iterator[bytes]:
 
 
 def add_dither(pcm: np.ndarray, rng: np.random.Generator, sigma: float = 30.0) -> np.ndarray:
-    """Add low Gaussian noise (about -60 dBFS): recognisers do badly on the exact zeros that
-    mu-law silence decodes to. Measured on eSpeak codes through PocketSphinx: ±4 LSB of dither
-    45/100 right, sigma 30 70/100."""
+    """Add low white Gaussian noise: recognisers do badly on the exact zeros that mu-law silence
+    decodes to (measured on eSpeak codes through PocketSphinx: ±4 LSB of dither 45/100 right,
+    Gaussian sigma 30 70/100)."""
     noise = rng.normal(0.0, sigma, size=pcm.shape).astype(np.int32)
     return np.clip(pcm.astype(np.int32) + noise, -32768, 32767).astype(np.int16)
 

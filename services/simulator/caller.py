@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class Caller:
         self._report = report
         self.heard: list[tuple[Heard, str]] = []
         self.answers: list[bool] = []
+        self.code_attempts: list[float] = []  # when each spoken try of the code ended (monotonic)
 
     async def speak(self, text: str) -> None:
         loop = asyncio.get_running_loop()
@@ -112,6 +114,11 @@ class Caller:
             self._executor, lambda: synthesize_mulaw(text, voice=self._voice, rate_wpm=self._rate_wpm)
         )
         await self.phone.say_audio(mulaw)
+
+    async def say_code(self, text: str) -> None:
+        """Speak one try of the code, noting when it ended."""
+        await self.speak(text)
+        self.code_attempts.append(time.monotonic())
 
     async def run_steps(self, steps: Sequence[Step]) -> None:
         for step in steps:
@@ -142,7 +149,7 @@ class Caller:
                 if kind == "hint" and self._retries is not None:
                     again = next(self._retries)
                     self._report(f"caller tries again: {again}")
-                    await self.speak(again)
+                    await self.say_code(again)
 
     async def _answer_readback(self, heard: Heard) -> None:
         candidates = readback_candidates(self._meant_code)

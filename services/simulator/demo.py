@@ -25,6 +25,7 @@ from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.audio import write_wav
 from phonepatch.shared.codes import spoken_forms
 from phonepatch.shared.config import Settings
+from phonepatch.shared.matching import normalize_words
 from phonepatch.shared.protocol import deepgram as dg
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 from phonepatch.shared.speech import Transcript
@@ -32,7 +33,9 @@ from phonepatch.shared.speech import Transcript
 __all__ = ["DemoFailed", "run_demo"]
 
 CALLER_SENTENCE = "hello game can you hear me"
-GAME_REPLY = "Yes, I hear you. Welcome to the game."
+GAME_REPLY = "Welcome to the game."
+# The caller checks the reply it heard against these other lines a game might have said.
+OTHER_LINES = ("Please wait for the next player.", "The door is locked.", "You found a golden key.", "Goodbye and thanks for calling.")
 
 
 class DemoFailed(Exception):
@@ -121,7 +124,7 @@ async def run_demo(
 
 async def _patch(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSocketResponse, code: str) -> None:
     async with steps.step("caller said the code and was patched in", 90):
-        await caller.speak(spoken_forms(code)[0])
+        await caller.say_code(spoken_forms(code)[0])
         while await _receive(game) != "connected":
             pass
 
@@ -140,10 +143,11 @@ async def _hear_reply(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSock
     async with steps.step("the caller heard the game's reply", 30):
         await game.send_str(GAME_REPLY)
         heard = await _next_heard_of(caller, "game")
-    text = await transcribe(ears, heard.mulaw, None)
+    lines = [" ".join(normalize_words(line)) for line in (GAME_REPLY, *OTHER_LINES)]
+    text = await transcribe(ears, heard.mulaw, lines)
     caller._report(f"caller's recording of the reply, transcribed: \"{text}\"")
-    if not text:
-        raise DemoFailed("transcribing the reply: nothing recognised")
+    if text != lines[0]:
+        raise DemoFailed(f"transcribing the reply: heard {text!r}, not the game's line")
 
 
 async def _next_heard_of(caller: Caller, kind: str):
