@@ -81,7 +81,8 @@ class Caller:
     """Drives a ``PhoneSimulator`` through steps; answers read-backs while it does.
 
     With ``say_on_hint``, it says the next of those phrases whenever the server hints that it
-    should try again, as a person would rephrase.
+    should try again, as a person would rephrase; with ``keys_after``, it keys a digit code in
+    once that many spoken tries have failed, as the hint suggests.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class Caller:
         stt: SpeechToText | None = None,
         meant_code: str | None = None,
         say_on_hint: Sequence[str] = (),
+        keys_after: int | None = None,
         voice: str = "en-us",
         rate_wpm: int = 175,
         report: Callable[[str], None] = print,
@@ -101,6 +103,7 @@ class Caller:
         self._stt = stt
         self._meant_code = meant_code
         self._retries = itertools.cycle(say_on_hint) if say_on_hint else None
+        self._keys_after = keys_after
         self._voice = voice
         self._rate_wpm = rate_wpm
         self._report = report
@@ -147,9 +150,18 @@ class Caller:
                 self.heard.append((heard, kind))
                 self._report(f"caller hears: {kind} ({heard.duration_s:.1f} s)")
                 if kind == "hint" and self._retries is not None:
-                    again = next(self._retries)
-                    self._report(f"caller tries again: {again}")
-                    await self.say_code(again)
+                    await self._try_again()
+
+    async def _try_again(self) -> None:
+        """Rephrase, or key the code in once speaking has failed ``keys_after`` times."""
+        code = self._meant_code
+        if self._keys_after is not None and len(self.code_attempts) >= self._keys_after and code and code.isdigit():
+            self._report(f"caller keys it in: {code}#")
+            await self.phone.press(code + "#")
+            return
+        again = next(self._retries)
+        self._report(f"caller tries again: {again}")
+        await self.say_code(again)
 
     async def _answer_readback(self, heard: Heard) -> None:
         candidates = readback_candidates(self._meant_code)

@@ -104,6 +104,7 @@ async def run_demo(
                     stt=ears,
                     meant_code=code,
                     say_on_hint=_retry_forms(code),
+                    keys_after=2,
                     report=lambda line: out(f"      {line}"),
                 )
                 listener = asyncio.create_task(caller.listen())
@@ -123,10 +124,23 @@ async def run_demo(
 
 
 async def _patch(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSocketResponse, code: str) -> None:
-    async with steps.step("caller said the code and was patched in", 90):
+    async with steps.step("caller entered the code and was patched in", 90):
         await caller.say_code(spoken_forms(code)[0])
-        while await _receive(game) != "connected":
-            pass
+        connected = asyncio.create_task(_until_connected(game))
+        ended = asyncio.create_task(caller.phone.closed.wait())
+        try:
+            await asyncio.wait([connected, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (connected, ended):
+                task.cancel()
+            await asyncio.gather(connected, ended, return_exceptions=True)
+        if not connected.done() or connected.cancelled():
+            raise DemoFailed("entering the code: the server ended the call (too many tries)")
+
+
+async def _until_connected(game: aiohttp.ClientWebSocketResponse) -> None:
+    while await _receive(game) != "connected":
+        pass
 
 
 async def _talk(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSocketResponse) -> None:
