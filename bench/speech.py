@@ -31,12 +31,15 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from phonepatch.shared.logs import configure_logging
+
 from phonepatch.services.simulator.caller import Caller
 from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.codes import spoken_forms
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 
 MAX_ATTEMPTS = 3
+VERBOSE = bool(os.environ.get("PHONEPATCH_BENCH_VERBOSE"))
 TARGET_WITHIN_THREE = 0.97
 TARGET_DEMO_FAILURES_PER_50 = 1
 
@@ -148,12 +151,12 @@ async def one_call(
             say_on_hint=(*forms[1:], forms[0]),  # rephrase on each hint, as a person would
             voice=voice,
             rate_wpm=rate,
-            report=lambda _: None,
+            report=(lambda line: print(f"  [{game.code}] {line}", flush=True)) if VERBOSE else (lambda _: None),
         )
         listener = asyncio.create_task(caller.listen())
         try:
             await caller.say_code(forms[0])
-            async with asyncio.timeout(120):
+            async with asyncio.timeout(60):
                 # The caller knows it is patched when it hears so; the game's side is judged later.
                 while not phone.closed.is_set() and not any(kind == "connected" for _, kind in caller.heard):
                     await asyncio.sleep(0.05)
@@ -216,6 +219,7 @@ def run_demos(count: int) -> int:
 
 
 def main() -> int:
+    configure_logging("warning")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=100, help="live codes (and calls) per configuration")
     parser.add_argument("--concurrency", type=int, default=3)

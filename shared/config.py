@@ -107,6 +107,7 @@ class Limits:
     queue_depth: int = 256
     keypad_pause_s: float = 3.0
     grammar_refresh_s: float = 1.0
+    min_speech_s: float = 0.4  # shorter unrecognised sounds are not counted as a try
     close_timeout_s: float = 5.0
 
 
@@ -273,6 +274,7 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "queue_depth": ("limits", "queue_depth", _count, None),
     "keypad_pause_s": ("limits", "keypad_pause_s", _seconds, None),
     "grammar_refresh_s": ("limits", "grammar_refresh_s", _seconds, None),
+    "min_speech_s": ("limits", "min_speech_s", _seconds, None),
     "close_timeout_s": ("limits", "close_timeout_s", _seconds, None),
 }
 

@@ -156,6 +156,7 @@ class CodeEntry:
         self._deadline: float | None = None
         self._failed_attempts = 0
         self._reasks = 0
+        self._rejected: str | None = None  # the code the caller last said "no" to
 
     @property
     def state(self) -> EntryState:
@@ -169,7 +170,7 @@ class CodeEntry:
     def expected_phrases(self, live_codes: Collection[str]) -> tuple[str, ...] | None:
         """Return the phrases a recogniser grammar should accept now, or None for no grammar."""
         if self._state is EntryState.AWAITING_CODE:
-            return _code_phrases(live_codes)
+            return _code_phrases(self._candidates(live_codes))
         if self._state is EntryState.CONFIRMING:
             return CONFIRM_PHRASES
         return None
@@ -195,12 +196,23 @@ class CodeEntry:
             return self._answer(_classify(words), now)
         if self._state is not EntryState.AWAITING_CODE:
             return ()
-        code = match_code(text, self._live_codes)
+        code = match_code(text, self._candidates(self._live_codes))
         if code is None:
             return self._fail(_NO_MATCH_HINT)
         if confidence >= self._confirm_below:
             return self._claim(code, "speech")
         return self._offer(code, now)
+
+    def on_unrecognised(self, now: float) -> Actions:
+        """Speech was heard but no words came of it: a miss while awaiting a code, an unclear
+        answer while confirming, nothing otherwise."""
+        if self._state is EntryState.AWAITING_CODE:
+            return self._fail(_NO_MATCH_HINT)
+        if self._state is EntryState.CONFIRMING:
+            if self._expired(now):
+                return self._fail(_NO_ANSWER_HINT)
+            return self._answer(_Answer.UNCLEAR, now)
+        return ()
 
     def on_keys(self, digits: str, live_codes: Collection[str], now: float) -> Actions:
         """Handle a completed keypad entry; a live code is claimed without confirmation."""
@@ -253,6 +265,12 @@ class CodeEntry:
             return self._fail(_NO_ANSWER_HINT)
         return ()
 
+    def _candidates(self, live_codes: Collection[str]) -> frozenset[str]:
+        """Codes a spoken entry may match: the live ones but the one just rejected.
+
+        A keypad entry is exact and may still key it."""
+        return frozenset(live_codes) - {self._rejected}
+
     def _expired(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline
 
@@ -267,6 +285,8 @@ class CodeEntry:
         if answer is _Answer.YES and self._code is not None:  # always set while CONFIRMING
             return self._claim(self._code, "confirmed")
         if answer is _Answer.NO:
+            # The caller said this is not their code: the next try cannot land on it again.
+            self._rejected = self._code
             return self._fail(_REJECTED_HINT)
         self._reasks += 1
         if self._reasks > MAX_REASKS:
@@ -294,7 +314,7 @@ class CodeEntry:
         previous, self._state = self._state, EntryState.AWAITING_CODE
         if previous is EntryState.AWAITING_CODE:
             return (Say(hint, "hint"),)
-        return (Say(hint, "hint"), Listen(_code_phrases(self._live_codes)))
+        return (Say(hint, "hint"), Listen(_code_phrases(self._candidates(self._live_codes))))
 
 
 def _classify(words: Sequence[str]) -> _Answer:

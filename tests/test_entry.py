@@ -24,6 +24,7 @@ from phonepatch.shared.entry import (
     Hangup,
     Listen,
     Say,
+    readback_question,
 )
 from phonepatch.shared.matching import match_code, normalize_words
 
@@ -194,13 +195,13 @@ class TestConfirming:
     )
     def test_no_word_drops_the_code_and_asks_again(self, entry: CodeEntry, text: str) -> None:
         confirming(entry, "427")
-        assert entry.on_speech(text, 0.9, LIVE, 1.0) == (REJECTED, listen_for(LIVE))
+        assert entry.on_speech(text, 0.9, LIVE, 1.0) == (REJECTED, listen_for(LIVE - {"427"}))
         assert entry.state is EntryState.AWAITING_CODE
         assert entry.deadline is None
 
     def test_star_drops_the_code_and_asks_again(self, entry: CodeEntry) -> None:
         confirming(entry, "427")
-        assert entry.on_key("*", 1.0) == (REJECTED, listen_for(LIVE))
+        assert entry.on_key("*", 1.0) == (REJECTED, listen_for(LIVE - {"427"}))
         assert entry.state is EntryState.AWAITING_CODE
 
     @pytest.mark.parametrize("text", ["um", "forty two", "yes no", "maybe"])
@@ -307,10 +308,11 @@ class TestMisses:
         assert entry.state is EntryState.ENDED
 
     def test_rejected_read_back_counts_as_a_miss(self, entry: CodeEntry) -> None:
-        for _ in range(MAX_ATTEMPTS - 1):
-            confirming(entry)
+        codes = ["42", "43", "7"]  # a rejected code cannot be heard again on the next try
+        for code in codes[: MAX_ATTEMPTS - 1]:
+            confirming(entry, code)
             entry.on_key("*", 1.0)
-        confirming(entry)
+        confirming(entry, codes[MAX_ATTEMPTS - 1])
         assert entry.on_key("*", 1.0) == (GOODBYE, Hangup("too_many_attempts"))
 
     def test_ended_entry_ignores_every_input(self, entry: CodeEntry) -> None:
@@ -541,3 +543,46 @@ EntryMachine.TestCase.settings = settings(
     max_examples=100, stateful_step_count=20, deadline=None
 )
 TestEntryMachine = EntryMachine.TestCase
+
+
+class TestUnrecognisedSpeech:
+    def test_is_a_miss_while_awaiting_a_code(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=2, confirm_timeout_s=5.0)
+        entry.start({"42"})
+        actions = entry.on_unrecognised(now=0.0)
+        assert [type(action) for action in actions] == [Say] and actions[0].kind == "hint"
+        assert [type(action) for action in entry.on_unrecognised(now=1.0)] == [Say, Hangup]
+
+    def test_is_an_unclear_answer_while_confirming(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start({"42"})
+        entry.on_speech("forty two", 0.1, {"42"}, now=0.0)
+        actions = entry.on_unrecognised(now=1.0)
+        assert actions == (Say(readback_question("42"), "readback"),)
+        assert entry.state is EntryState.CONFIRMING
+
+    def test_is_ignored_once_patched(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start({"42"})
+        entry.on_keys("42", {"42"}, now=0.0)
+        entry.on_claim_result("42", True)
+        assert entry.on_unrecognised(now=1.0) == ()
+
+
+class TestRejectedReadBack:
+    def test_the_next_spoken_try_cannot_land_on_the_rejected_code(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        live = {"87", "67"}
+        entry.start(live)
+        entry.on_speech("eighty seven", 0.1, live, now=0.0)
+        actions = entry.on_speech("no", 0.1, live, now=1.0)
+        listen = [action for action in actions if isinstance(action, Listen)]
+        assert listen and "eighty seven" not in listen[0].phrases and "sixty seven" in listen[0].phrases
+        assert entry.on_speech("eighty seven", 0.1, live, now=2.0)[0].kind == "hint"
+
+    def test_the_rejected_code_can_still_be_keyed(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start({"87"})
+        entry.on_speech("eighty seven", 0.1, {"87"}, now=0.0)
+        entry.on_key("*", now=1.0)
+        assert entry.on_keys("87", {"87"}, now=2.0) == (Claim("87", "keypad"),)

@@ -252,14 +252,32 @@ class CallSession:
                 self.transcripts += 1
                 await self.gateway.bus.publish_to_game(self.code, TranscriptReady(self.call_sid, event))
             return
+        now = asyncio.get_running_loop().time()
+        if self._is_unrecognised(event):
+            await self._apply(self.entry.on_unrecognised(now))
+            return
         phrase = self._collect_phrase(event)
         if phrase is not None:
             text, confidence = phrase
             if self.gateway.stt is not None and self.gateway.stt.always_confirm:
                 confidence = 0.0  # this engine's confidence cannot make a code safe (ARCHITECTURE §6)
             live = await self.gateway.bus.live_codes()
-            now = asyncio.get_running_loop().time()
             await self._apply(self.entry.on_speech(text, confidence, live, now))
+
+    def _is_unrecognised(self, event: SpeechEvent) -> bool:
+        """A grammar engine's empty final after real speech: the caller said something else.
+
+        Only grammar engines qualify; a service's empty finals are mostly noise (§4.5).
+        """
+        return (
+            self.gateway.stt is not None
+            and self.gateway.stt.always_confirm
+            and isinstance(event, Transcript)
+            and event.is_final
+            and not event.text
+            and not self._phrase
+            and event.duration_s >= self.gateway.settings.limits.min_speech_s
+        )
 
     def _collect_phrase(self, event: SpeechEvent) -> tuple[str, float] | None:
         """Join finals until the utterance ends (PROTOCOLS.md §4.5); return it with its confidence."""

@@ -1,0 +1,112 @@
+"""Does offline recognition stall other sockets? Measured from outside the server.
+
+Starts ``phonepatch serve`` with the offline engines, keeps N simulated calls talking (each says
+codes over and over, in real time), and meanwhile a probe measures the round trip of a
+``GET /healthz`` every 20 ms, which the server's event loop must answer between audio frames. Prints the probe's
+p50/p99/max and exits 1 when p99 exceeds the target.
+
+    python bench/loop_lag.py --calls 4 --seconds 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+
+from phonepatch.shared.logs import configure_logging
+
+from phonepatch.services.simulator.phone import PhoneSimulator
+from phonepatch.shared.providers.espeak import synthesize_mulaw
+
+TARGET_P99_MS = 50.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def talk(http: aiohttp.ClientSession, url: str, phrases: list[bytes], stop: asyncio.Event) -> None:
+    async with PhoneSimulator(http, url, speed=1.0) as phone:
+        while not stop.is_set() and not phone.closed.is_set():
+            for audio in phrases:
+                await phone.say_audio(audio, pause_ms=800)
+
+
+async def probe(http: aiohttp.ClientSession, base_url: str, seconds: float) -> list[float]:
+    """Round trips of ``GET /healthz`` every 20 ms, in milliseconds: each waits for the loop."""
+    rtts: list[float] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        began = time.perf_counter()
+        async with http.get(base_url + "/healthz") as response:
+            await response.read()
+        rtts.append((time.perf_counter() - began) * 1000)
+        await asyncio.sleep(0.02)
+    return rtts
+
+
+async def main_async(calls: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    env = {**os.environ, "PHONEPATCH_STT": "pocketsphinx", "PHONEPATCH_LOG_LEVEL": "error"}
+    server = subprocess.Popen([sys.executable, "-m", "phonepatch.services", "serve", "--port", str(port)], env=env)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                            break
+                    except aiohttp.ClientConnectorError:
+                        await asyncio.sleep(0.1)
+            with ThreadPoolExecutor(1) as executor:
+                loop = asyncio.get_running_loop()
+                phrases = [await loop.run_in_executor(executor, synthesize_mulaw, text) for text in ("forty two", "seven three", "banana split")]
+            stop = asyncio.Event()
+            talkers = [asyncio.create_task(talk(http, f"ws://127.0.0.1:{port}/twilio", phrases, stop)) for _ in range(calls)]
+            await asyncio.sleep(2.0)  # let every call start talking
+            rtts = await probe(http, f"http://127.0.0.1:{port}", seconds)
+            stop.set()
+            for talker in talkers:
+                talker.cancel()
+            await asyncio.gather(*talkers, return_exceptions=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    rtts.sort()
+    return {
+        "calls": calls,
+        "probes": len(rtts),
+        "p50_ms": round(statistics.median(rtts), 2),
+        "p99_ms": round(rtts[int(len(rtts) * 0.99) - 1], 2),
+        "max_ms": round(rtts[-1], 2),
+    }
+
+
+def main() -> int:
+    configure_logging("warning")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    figures = asyncio.run(main_async(args.calls, args.seconds))
+    print(f"machine: {os.cpu_count()} cores; offline recognition in the server process")
+    print(figures)
+    met = figures["p99_ms"] <= TARGET_P99_MS
+    print(f"target p99 <= {TARGET_P99_MS} ms: {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
