@@ -179,7 +179,8 @@ async def run_config(pool: str, voice: str, rate: int, *, calls: int, concurrenc
     run = Run(f"{pool} voice={voice} rate={rate}")
     server = Server(pool, voice, rate)
     try:
-        async with aiohttp.ClientSession() as http:
+        # One connection per game and per call: no client-side cap on connections.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             await server.wait_ready(http)
             games = await connect_games(http, server.port, calls)
             watchers = [asyncio.create_task(game.watch()) for game in games]
