@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -39,7 +40,6 @@ from phonepatch.shared.codes import spoken_forms
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 
 MAX_ATTEMPTS = 3
-VERBOSE = bool(os.environ.get("PHONEPATCH_BENCH_VERBOSE"))
 TARGET_WITHIN_THREE = 0.97
 TARGET_DEMO_FAILURES_PER_50 = 1
 
@@ -50,6 +50,8 @@ class CallResult:
     attempts: int = 0
     patched: bool = False
     seconds_to_connected: float | None = None
+    game_connected: int = 0
+    trace: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,7 +153,7 @@ async def one_call(
             say_on_hint=(*forms[1:], forms[0]),  # rephrase on each hint, as a person would
             voice=voice,
             rate_wpm=rate,
-            report=(lambda line: print(f"  [{game.code}] {line}", flush=True)) if VERBOSE else (lambda _: None),
+            report=result.trace.append,
         )
         listener = asyncio.create_task(caller.listen())
         try:
@@ -196,10 +198,11 @@ async def run_config(pool: str, voice: str, rate: int, *, calls: int, concurrenc
                 run.results = list(await asyncio.gather(*(guarded(game) for game in games)))
             await asyncio.sleep(1.0)  # let late "connected" messages arrive before judging
             for game, result in zip(games, run.results, strict=True):
-                caller_patched = result.patched
-                # A game told "connected" whose own caller was not patched took someone else's call,
-                # and a caller patched while its game heard nothing went to another game.
-                if (len(game.connected_at) > 0) != caller_patched or len(game.connected_at) > 1:
+                # A caller told "you are connected" whose own game never heard "connected" went
+                # to another game. (A game told "connected" whose caller had not yet heard so when
+                # the call ended is not counted: that is only the end of the call racing the news.)
+                result.game_connected = len(game.connected_at)
+                if result.patched and not game.connected_at:
                     run.wrong_patches += 1
             for watcher in watchers:
                 watcher.cancel()
@@ -216,6 +219,9 @@ def run_demos(count: int) -> int:
         completed = subprocess.run([sys.executable, "-m", "phonepatch.services", "demo"], capture_output=True, timeout=300)
         failures += completed.returncode != 0
         print(f"demo {index + 1}/{count}: {'ok' if completed.returncode == 0 else 'FAILED'}", flush=True)
+        if completed.returncode != 0:
+            for line in (completed.stdout + completed.stderr).decode(errors="replace").splitlines()[-12:]:
+                print(f"    {line}", flush=True)
     return failures
 
 
@@ -228,6 +234,7 @@ def main() -> int:
     parser.add_argument("--voices", default="en-us:175,en:140", help="voice:rate pairs")
     parser.add_argument("--pools", default="default,damm4")
     parser.add_argument("--demo-runs", type=int, default=50)
+    parser.add_argument("--trace", help="append one JSON line per call (what it said, heard, answered)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; caller speed x{args.speed}; concurrency {args.concurrency}")
     missed = False
@@ -237,6 +244,10 @@ def main() -> int:
             run = asyncio.run(run_config(pool, voice, int(rate), calls=args.calls, concurrency=args.concurrency, speed=args.speed))
             summary = run.summary()
             print(json.dumps(summary), flush=True)
+            if args.trace:
+                with open(args.trace, "a") as trace:
+                    for result in run.results:
+                        trace.write(json.dumps({"config": run.label, **dataclasses.asdict(result)}) + "\n")
             missed |= summary["wrong_game_patches"] != 0 or summary["patched_within_3"] < TARGET_WITHIN_THREE
     if args.demo_runs:
         failures = run_demos(args.demo_runs)

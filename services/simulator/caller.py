@@ -106,7 +106,7 @@ class Caller:
         self._keys_after = keys_after
         self._voice = voice
         self._rate_wpm = rate_wpm
-        self._report = report
+        self.report = report
         self.heard: list[tuple[Heard, str]] = []
         self.answers: list[bool] = []
         self.code_attempts: list[float] = []  # when each spoken try of the code ended (monotonic)
@@ -120,6 +120,7 @@ class Caller:
 
     async def say_code(self, text: str) -> None:
         """Speak one try of the code, noting when it ended."""
+        self.report(f"caller says the code: {text}")
         await self.speak(text)
         self.code_attempts.append(time.monotonic())
 
@@ -127,14 +128,14 @@ class Caller:
         for step in steps:
             match step:
                 case SayText(text=text):
-                    self._report(f"caller says: {text}")
+                    self.report(f"caller says: {text}")
                     await self.speak(text)
                 case PlayWav(path=path):
-                    self._report(f"caller plays: {path}")
+                    self.report(f"caller plays: {path}")
                     pcm = await asyncio.get_running_loop().run_in_executor(self._executor, read_wav, path)
                     await self.phone.say_audio(pcm_to_mulaw(pcm))
                 case Keys(digits=digits):
-                    self._report(f"caller presses: {digits}")
+                    self.report(f"caller presses: {digits}")
                     await self.phone.press(digits)
                 case Pause(seconds=seconds):
                     await asyncio.sleep(seconds)
@@ -148,7 +149,7 @@ class Caller:
                 await self._answer_readback(heard)
             else:
                 self.heard.append((heard, kind))
-                self._report(f"caller hears: {kind} ({heard.duration_s:.1f} s)")
+                self.report(f"caller hears: {kind} ({heard.duration_s:.1f} s)")
                 if kind == "hint" and self._retries is not None:
                     await self._try_again()
 
@@ -156,11 +157,11 @@ class Caller:
         """Rephrase, or key the code in once speaking has failed ``keys_after`` times."""
         code = self._meant_code
         if self._keys_after is not None and len(self.code_attempts) >= self._keys_after and code and code.isdigit():
-            self._report(f"caller keys it in: {code}#")
+            self.report(f"caller keys it in: {code}#")
             await self.phone.press(code + "#")
             return
         again = next(self._retries)
-        self._report(f"caller tries again: {again}")
+        self.report(f"caller tries again: {again}")
         await self.say_code(again)
 
     async def _answer_readback(self, heard: Heard) -> None:
@@ -170,5 +171,5 @@ class Caller:
         right = heard_code == [candidates[0]]
         self.heard.append((heard, "readback"))
         self.answers.append(right)
-        self._report(f"caller hears: \"{text}\" -> answers {'yes' if right else 'no'}")
+        self.report(f"caller hears: \"{text}\" -> answers {'yes' if right else 'no'}")
         await self.speak("yes" if right else "no")

@@ -149,7 +149,7 @@ async def _talk(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSocketResp
         while True:
             event = dg.parse_message(await _receive(game))
             if isinstance(event, Transcript) and event.is_final and event.text:
-                caller._report(f"game hears: \"{event.text}\"")
+                caller.report(f"game hears: \"{event.text}\"")
                 return
 
 
@@ -159,7 +159,7 @@ async def _hear_reply(steps: _Steps, caller: Caller, game: aiohttp.ClientWebSock
         heard = await _next_heard_of(caller, "game")
     lines = [" ".join(normalize_words(line)) for line in (GAME_REPLY, *OTHER_LINES)]
     text = await transcribe(ears, heard.mulaw, lines)
-    caller._report(f"caller's recording of the reply, transcribed: \"{text}\"")
+    caller.report(f"caller's recording of the reply, transcribed: \"{text}\"")
     if text != lines[0]:
         raise DemoFailed(f"transcribing the reply: heard {text!r}, not the game's line")
 
