@@ -83,3 +83,15 @@ class TestTerminalClient:
         finally:
             client.cancel()
             await asyncio.gather(client, return_exceptions=True)
+
+
+class TestReadBackCandidates:
+    def test_the_meant_code_comes_first_then_every_code_one_digit_away(self):
+        from phonepatch.services.simulator.caller import readback_candidates
+
+        candidates = readback_candidates("9")
+        assert candidates[0] == "i heard nine"
+        # a longer read-back must be hearable, or the caller would confirm the wrong game
+        assert {"i heard nine nine", "i heard one nine", "i heard nine zero"} <= set(candidates)
+        assert candidates[-1] == "say yes or press pound to join"
+        assert "i heard four" in readback_candidates("42") and "i heard four two two" in readback_candidates("42")

@@ -50,17 +50,23 @@ Step = SayText | PlayWav | Keys | Pause
 
 
 def readback_candidates(code: str) -> list[str]:
-    """What a read-back of ``code`` or of a near miss (one digit changed) may sound like.
+    """What a read-back of ``code`` or of a near miss may sound like; ``code``'s comes first.
 
-    The question is split at its sentence end, where the recogniser may end an utterance.
+    Near misses are every code one digit away: changed, dropped or added. Without the shorter and
+    longer ones, a read-back of "nine nine" for a caller who meant "nine" could only be heard as
+    one of the one-digit codes, and the caller would say yes to the wrong game. The question is
+    split at its sentence end, where the recogniser may end an utterance.
     """
-    codes = [code]
-    if code.isdigit():
-        codes += [code[:i] + d + code[i + 1 :] for i in range(len(code)) for d in "0123456789" if d != code[i]]
-    else:
-        codes += [str(n) for n in range(10)]
+    codes = [code, *_one_digit_away(code)] if code.isdigit() else [code, *(str(n) for n in range(10))]
     sentences = [[" ".join(normalize_words(part)) for part in readback_question(c).split(".") if part.strip()] for c in codes]
     return [first for first, *_ in sentences] + sorted({rest for _, *tail in sentences for rest in tail})
+
+
+def _one_digit_away(code: str) -> list[str]:
+    changed = {code[:i] + d + code[i + 1 :] for i in range(len(code)) for d in "0123456789"}
+    dropped = {code[:i] + code[i + 1 :] for i in range(len(code))} if len(code) > 1 else set()
+    added = {code[:i] + d + code[i:] for i in range(len(code) + 1) for d in "0123456789"}
+    return sorted((changed | dropped | added) - {code})
 
 
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
