@@ -58,8 +58,10 @@ def readback_candidates(code: str) -> list[str]:
     split at its sentence end, where the recogniser may end an utterance.
     """
     codes = [code, *_one_digit_away(code)] if code.isdigit() else [code, *(str(n) for n in range(10))]
-    sentences = [[" ".join(normalize_words(part)) for part in readback_question(c).split(".") if part.strip()] for c in codes]
-    return [first for first, *_ in sentences] + sorted({rest for _, *tail in sentences for rest in tail})
+    questions = [" ".join(normalize_words(readback_question(c))) for c in codes]
+    firsts = [" ".join(normalize_words(readback_question(c).split(".")[0])) for c in codes]
+    rest = questions[0][len(firsts[0]) :].strip()
+    return [*firsts, *questions, rest]
 
 
 def _one_digit_away(code: str) -> list[str]:
@@ -69,8 +71,17 @@ def _one_digit_away(code: str) -> list[str]:
     return sorted((changed | dropped | added) - {code})
 
 
+def readback_question_words(code: str) -> str:
+    return " ".join(normalize_words(readback_question(code)))
+
+
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
     """Final transcripts of ``mulaw`` with the recogniser restricted to ``phrases`` (or free)."""
+    return " ".join(await transcribe_finals(stt, mulaw, phrases))
+
+
+async def transcribe_finals(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> list[str]:
+    """Each final transcript of ``mulaw``, with the recogniser restricted to ``phrases`` (or free)."""
     texts: list[str] = []
     async with stt.session(call_sid="simulator") as session:
         await session.expect(phrases)
@@ -80,7 +91,7 @@ async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | N
         async for event in session.events():
             if isinstance(event, Transcript) and event.is_final and event.text:
                 texts.append(event.text)
-    return " ".join(texts)
+    return texts
 
 
 class Caller:
@@ -172,9 +183,12 @@ class Caller:
 
     async def _answer_readback(self, heard: Heard) -> None:
         candidates = readback_candidates(self._meant_code)
-        text = await transcribe(self._stt, heard.mulaw, candidates)
-        heard_code = [phrase for phrase in candidates[:-1] if phrase in text]
-        right = heard_code == [candidates[0]]
+        finals = await transcribe_finals(self._stt, heard.mulaw, candidates)
+        text = " ".join(finals)
+        meant = (candidates[0], readback_question_words(self._meant_code))
+        right = any(final in meant for final in finals) and not any(
+            final in candidates[1:-1] and final not in meant for final in finals
+        )
         self.heard.append((heard, "readback"))
         self.answers.append(right)
         self.report(f"caller hears: \"{text}\" -> answers {'yes' if right else 'no'}")
