@@ -159,13 +159,17 @@ def _port(key: str, value: Any) -> int:
     return number
 
 
-def _seconds(key: str, value: Any) -> float:
+def _float(key: str, value: Any, expected: str) -> float:
     if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}")
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a number of seconds, got {value!r}") from None
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}") from None
+
+
+def _seconds(key: str, value: Any) -> float:
+    number = _float(key, value, "a number of seconds")
     if not 0 < number < math.inf:
         raise ConfigError(f"{key}: expected a positive number of seconds, got {value!r}")
     return number
@@ -208,12 +212,7 @@ def _choice(*options: str) -> Callable[[str, Any], str]:
 
 
 def _fraction(key: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}") from None
+    number = _float(key, value, "a number from 0 to 1")
     if not 0 <= number <= 1:
         raise ConfigError(f"{key}: expected a number from 0 to 1, got {value!r}")
     return number
