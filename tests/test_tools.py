@@ -87,11 +87,23 @@ class TestTerminalClient:
 
 class TestReadBackCandidates:
     def test_the_meant_code_comes_first_then_every_code_one_digit_away(self):
-        from phonepatch.services.simulator.caller import readback_candidates
+        from phonepatch.services.simulator.caller import readback_candidates, readback_ears
 
         candidates = readback_candidates("9")
-        assert candidates[0] == "i heard nine"
+        assert candidates[0].startswith("i heard nine")
         # a longer read-back must be hearable, or the caller would confirm the wrong game
-        assert {"i heard nine nine", "i heard one nine", "i heard nine zero"} <= set(candidates)
+        assert {"i heard ninety nine", "that is nine nine", "i heard nineteen", "i heard ninety"} <= set(candidates)
         assert candidates[-1] == "say yes or press pound to join"
-        assert "i heard four" in readback_candidates("42") and "i heard four two two" in readback_candidates("42")
+        ears = readback_ears("42")
+        assert {"i heard forty two", "that is four two", "was it forty two"} <= ears.meant
+        assert {"i heard four", "i heard four hundred twenty two that is four two two"} <= ears.others
+
+    def test_the_caller_confirms_only_what_names_the_meant_code_alone(self):
+        from phonepatch.services.simulator.caller import readback_ears
+
+        ears = readback_ears("42")
+        assert ears.confirms(["i heard forty two that is four two", "say yes or press pound to join"])
+        assert ears.confirms(["was it forty two that is four two say yes or press pound to join"])
+        assert not ears.confirms(["i heard forty three that is four three"])
+        assert not ears.confirms(["i heard forty two", "that is four three"])
+        assert not ears.confirms(["say yes or press pound to join"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -22,7 +23,7 @@ from phonepatch.shared.providers.espeak import synthesize_mulaw
 from phonepatch.shared.providers.stt import SpeechToText
 from phonepatch.shared.speech import Transcript
 
-__all__ = ["Caller", "Keys", "Pause", "PlayWav", "SayText", "Step", "readback_candidates", "transcribe"]
+__all__ = ["Caller", "Keys", "Pause", "PlayWav", "ReadBackEars", "SayText", "Step", "readback_candidates", "readback_ears", "transcribe"]
 
 
 
@@ -49,19 +50,56 @@ class Pause:
 Step = SayText | PlayWav | Keys | Pause
 
 
-def readback_candidates(code: str) -> list[str]:
-    """What a read-back of ``code`` or of a near miss may sound like; ``code``'s comes first.
+@dataclass(frozen=True, slots=True)
+class ReadBackEars:
+    """What the caller listens for in a read-back: every phrase it may be heard as, and which of
+    them name the code it meant or another code."""
+
+    phrases: tuple[str, ...]
+    meant: frozenset[str]
+    others: frozenset[str]
+
+    def confirms(self, finals: Sequence[str]) -> bool:
+        """True when what was heard names the meant code and no other."""
+        return any(final in self.meant for final in finals) and not any(
+            final in self.others for final in finals
+        )
+
+
+def readback_ears(code: str) -> ReadBackEars:
+    """What a read-back of ``code`` or of a near miss may sound like; ``code``'s phrases first.
 
     Near misses are every code one digit away: changed, dropped or added. Without the shorter and
     longer ones, a read-back of "nine nine" for a caller who meant "nine" could only be heard as
-    one of the one-digit codes, and the caller would say yes to the wrong game. The question is
-    split at its sentence end, where the recogniser may end an utterance.
+    one of the one-digit codes, and the caller would say yes to the wrong game. Each question
+    (first or later reading) is also listened for in pieces, split where the voice pauses, since
+    the recogniser may end an utterance there.
     """
     codes = [code, *_one_digit_away(code)] if code.isdigit() else [code, *(str(n) for n in range(10))]
-    questions = [" ".join(normalize_words(readback_question(c))) for c in codes]
-    firsts = [" ".join(normalize_words(readback_question(c).split(".")[0])) for c in codes]
-    rest = questions[0][len(firsts[0]) :].strip()
-    return [*firsts, *questions, rest]
+    by_code = {c: _question_phrases(c) for c in codes}
+    neutral = set.intersection(*(set(phrases) for phrases in by_code.values()))
+    meant = [phrase for phrase in by_code[code] if phrase not in neutral]
+    others = {phrase for c in codes[1:] for phrase in by_code[c]} - neutral - set(meant)
+    phrases = [*meant, *sorted(others), *sorted(neutral)]
+    return ReadBackEars(tuple(dict.fromkeys(phrases)), frozenset(meant), frozenset(others))
+
+
+def readback_candidates(code: str) -> list[str]:
+    """Every phrase a read-back of ``code`` or of a near miss may be heard as; ``code``'s first."""
+    return list(readback_ears(code).phrases)
+
+
+def _question_phrases(code: str) -> list[str]:
+    phrases = []
+    for again in (False, True):
+        question = readback_question(code, again=again)
+        sentences = [part for part in re.split(r"(?<=[.?!])\s+", question) if part]
+        pieces = [piece for sentence in sentences for piece in re.split(r"[,.?!]", sentence)]
+        for text in (question, *sentences, *pieces):
+            words = " ".join(normalize_words(text))
+            if words:
+                phrases.append(words)
+    return list(dict.fromkeys(phrases))
 
 
 def _one_digit_away(code: str) -> list[str]:
@@ -69,10 +107,6 @@ def _one_digit_away(code: str) -> list[str]:
     dropped = {code[:i] + code[i + 1 :] for i in range(len(code))} if len(code) > 1 else set()
     added = {code[:i] + d + code[i:] for i in range(len(code) + 1) for d in "0123456789"}
     return sorted((changed | dropped | added) - {code})
-
-
-def readback_question_words(code: str) -> str:
-    return " ".join(normalize_words(readback_question(code)))
 
 
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
@@ -182,13 +216,10 @@ class Caller:
         await self.say_code(again)
 
     async def _answer_readback(self, heard: Heard) -> None:
-        candidates = readback_candidates(self._meant_code)
-        finals = await transcribe_finals(self._stt, heard.mulaw, candidates)
-        text = " ".join(finals)
-        meant = (candidates[0], readback_question_words(self._meant_code))
-        right = any(final in meant for final in finals) and not any(
-            final in candidates[1:-1] and final not in meant for final in finals
-        )
+        ears = readback_ears(self._meant_code)
+        finals = await transcribe_finals(self._stt, heard.mulaw, ears.phrases)
+        text = " | ".join(finals)
+        right = ears.confirms(finals)
         self.heard.append((heard, "readback"))
         self.answers.append(right)
         self.report(f"caller hears: \"{text}\" -> answers {'yes' if right else 'no'}")

@@ -258,11 +258,11 @@ class CallSession:
             return
         phrase = self._collect_phrase(event)
         if phrase is not None:
-            text, confidence = phrase
+            text, confidence, alternatives = phrase
             if self.gateway.stt is not None and self.gateway.stt.always_confirm:
                 confidence = 0.0  # this engine's confidence cannot make a code safe (ARCHITECTURE §6)
             live = await self.gateway.bus.live_codes()
-            await self._apply(self.entry.on_speech(text, confidence, live, now))
+            await self._apply(self.entry.on_speech(text, confidence, live, now, alternatives))
 
     def _is_unrecognised(self, event: SpeechEvent) -> bool:
         """A grammar engine's empty final after real speech: the caller said something else.
@@ -279,15 +279,17 @@ class CallSession:
             and event.duration_s >= self.gateway.settings.limits.min_speech_s
         )
 
-    def _collect_phrase(self, event: SpeechEvent) -> tuple[str, float] | None:
-        """Join finals until the utterance ends (PROTOCOLS.md §4.5); return it with its confidence."""
+    def _collect_phrase(self, event: SpeechEvent) -> tuple[str, float, tuple[str, ...]] | None:
+        """Join finals until the utterance ends (PROTOCOLS.md §4.5); return it with its confidence
+        and, for an utterance of one final, that final's alternative readings."""
         if isinstance(event, Transcript) and event.is_final and event.text:
             self._phrase.append(event)
         ended = isinstance(event, UtteranceEnd) or (isinstance(event, Transcript) and event.speech_final)
         if not ended or not self._phrase:
             return None
         finals, self._phrase = self._phrase, []
-        return " ".join(t.text for t in finals), min(t.confidence for t in finals)
+        alternatives = finals[0].alternatives if len(finals) == 1 else ()
+        return " ".join(t.text for t in finals), min(t.confidence for t in finals), alternatives
 
     async def _refresh_grammar(self) -> None:
         """Keep a grammar of live codes current while the caller is entering one."""

@@ -99,7 +99,8 @@ def parse_message(text: str | bytes) -> DeepgramMessage:
 
 
 def _parse_results(results: Fields, raw_json: str) -> Transcript:
-    text, confidence, words = _parse_best_alternative(results.object("channel"))
+    channel = results.object("channel")
+    text, confidence, words = _parse_best_alternative(channel)
     return Transcript(
         text=text,
         is_final=results.boolean("is_final"),
@@ -108,6 +109,7 @@ def _parse_results(results: Fields, raw_json: str) -> Transcript:
         words=words,
         start_s=results.number("start", default=0.0),
         duration_s=results.number("duration", default=0.0),
+        alternatives=_parse_other_transcripts(channel),
         raw_json=raw_json,
     )
 
@@ -123,6 +125,14 @@ def _parse_best_alternative(channel: Fields) -> tuple[str, float, tuple[Word, ..
         best.string("transcript"),
         best.number("confidence", default=0.0),
         tuple(_parse_word(best.element(words, index, "words")) for index in range(len(words))),
+    )
+
+
+def _parse_other_transcripts(channel: Fields) -> tuple[str, ...]:
+    alternatives = channel.array("alternatives")
+    return tuple(
+        channel.element(alternatives, index, "alternatives").string("transcript")
+        for index in range(1, len(alternatives))
     )
 
 
@@ -157,7 +167,7 @@ def results_json(t: Transcript, *, request_id: str = NEUTRAL_REQUEST_ID) -> str:
         "is_final": t.is_final,
         "speech_final": t.speech_final,
         "from_finalize": False,
-        "channel": {"alternatives": [alternative]},
+        "channel": {"alternatives": [alternative, *map(_other_alternative_json, t.alternatives)]},
         "metadata": {
             "request_id": request_id,
             "model_uuid": NEUTRAL_REQUEST_ID,
@@ -165,6 +175,11 @@ def results_json(t: Transcript, *, request_id: str = NEUTRAL_REQUEST_ID) -> str:
         },
     }
     return dumps(results)
+
+
+def _other_alternative_json(transcript: str) -> dict[str, Any]:
+    # Only the best reading has words and a confidence in phonepatch's transcripts.
+    return {"transcript": transcript, "confidence": 0.0, "words": []}
 
 
 def _word_json(word: Word) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from phonepatch.shared.audio import PHONE_RATE_HZ, StreamResampler, add_dither, mulaw_to_pcm
+from phonepatch.shared.codes import NUMBER_WORDS
 from phonepatch.shared.errors import ProviderError
 from phonepatch.shared.logs import get_logger
 from phonepatch.shared.providers.stt import SpeechSession, SpeechToText
@@ -46,6 +48,16 @@ MODEL_RATE_HZ = 16000  # the bundled model is 16 kHz; ``samprate=8000`` with it 
 PHONE_CMN_INIT = "37.4,9.5,-32.8,43.1,-19.3,-1.4,6.2,-21.9,11.2,-14.6,-3.1,5.0,-15.3"
 _DECODE_PIECE_BYTES = 2 * MODEL_RATE_HZ // 100  # 10 ms, one decoder frame
 _ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")
+# Phone audio stops at 4 kHz, where most of an /s/ lies above: through this pipeline the wideband
+# model hears "six" as "-ik-", and no code with a six was ever recognised. Number words in grammars
+# therefore also get pronunciations without their S phones (numbered from here, clear of the
+# dictionary's own alternatives). Only number words: with the variants on every word, "say" lost
+# its S too, and read-backs heard through a grammar of questions gained a digit ("four two three
+# say yes"). Codes 0..99 right out of 100 through a grammar of every code (cardinal / digit by
+# digit): eSpeak en-us at 175 wpm 74/68 -> 82/79; en at 140 wpm 59/54 -> 65/72. Dropping F or TH
+# as well did worse (75/75 for en-us).
+_PHONE_BAND_DROPPED = frozenset({"S"})
+_PHONE_BAND_VARIANT_BASE = 10
 _GRAMMAR_WORD = re.compile(r"^[a-z0-9][a-z0-9'.-]*$")  # nothing a JSGF token would misread
 
 
@@ -56,10 +68,20 @@ class PocketSphinxTuning:
     vad_mode: int = 0  # 0 (loose) .. 3 (strict): how sure the VAD must be that a frame is speech
     endpoint_window_s: float = 0.3  # the endpointer decides over this much audio
     endpoint_ratio: float = 0.9  # fraction of that window that must agree to switch state
-    preroll_s: float = 0.15  # audio before the detected start also goes to the decoder
+    # Audio before the detected start also goes to the decoder: the VAD misses soft onsets. In a
+    # grammar utterance, codes 0..99 right out of 100 (eSpeak en-us, 175 wpm, cardinal / digit by
+    # digit): 72/74 with 0.15 s, 80/80 with 0.3 s, 72/78 with 0.45 s. Free speech, whose cepstral
+    # mean is live, lost words with 0.3 s.
+    preroll_s: float = 0.15
+    grammar_preroll_s: float = 0.3
     postroll_s: float = 0.15  # audio after the detected end also goes to the decoder
     interim_interval_s: float = 0.5  # speech between interim transcripts; 0 turns them off
     max_utterance_s: float = 10.0  # longer speech is cut into several finals
+    # Other phrases of a grammar a final may carry, from the lattice's N-best list: code entry
+    # reads them back in turn when the caller refuses the best one. Codes 0..99, eSpeak en at
+    # 140 wpm: the right code was the best phrase for 66 of 100, among the best two for 87, three 95.
+    max_alternatives: int = 2
+    nbest_depth: int = 60  # lattice paths examined for them (many differ only in silences)
     # Standard deviation of white noise added to the 16 kHz samples. Whole-utterance grammar
     # decoding of eSpeak codes 0..99 (number words / digit by digit), right out of 100: noise
     # sigma 30 at 8 kHz 67/72; sigma 100 at 16 kHz 73/76; sigma 200 at 16 kHz 74/78.
@@ -96,7 +118,8 @@ class _Recognizer:
         self._resampler = StreamResampler(PHONE_RATE_HZ, MODEL_RATE_HZ)
         self._pending = bytearray()  # 16 kHz samples short of a whole endpointer frame
         self._recent = bytearray()  # the latest 16 kHz audio given to the endpointer, for pre-roll
-        self._recent_max_bytes = 2 * int((tuning.endpoint_window_s + tuning.preroll_s + 0.1) * MODEL_RATE_HZ)
+        longest_preroll_s = max(tuning.preroll_s, tuning.grammar_preroll_s)
+        self._recent_max_bytes = 2 * int((tuning.endpoint_window_s + longest_preroll_s + 0.1) * MODEL_RATE_HZ)
         self._fed_bytes = 0
         self._frame_rate_hz = decoder.config["frate"]
         self._wanted: frozenset[str] = frozenset()  # phrases for the next utterance; none: free
@@ -122,13 +145,13 @@ class _Recognizer:
                 self._finish(events)
         return events
 
-    def reset(self, cmn: str) -> None:
-        """Make the decoder fit for another call: free speech, no grammars, fresh noise estimate."""
+    def reset(self) -> None:
+        """Make the decoder fit for another call: free speech, no grammars, fresh feature state."""
         self._decoder.activate_search()
         if self._grammar is not None:
             self._decoder.remove_search(self._grammar[1])
             self._grammar = None
-        self._decoder.set_cmn(cmn)
+        self._decoder.reinit_feat()
 
     def _feed(self, pcm: np.ndarray, events: list[SpeechEvent]) -> None:
         # Noise goes in after upsampling, so it also fills the empty band above 4 kHz that the
@@ -180,7 +203,8 @@ class _Recognizer:
         if not self._in_utterance:
             speech_start_s = self._endpointer.speech_start
             # The VAD misses soft onsets (the "f" of "forty"): give the decoder some audio before.
-            preroll = self._recent_audio(speech_start_s - self._tuning.preroll_s, speech_start_s)
+            preroll_s = self._tuning.grammar_preroll_s if self._wanted else self._tuning.preroll_s
+            preroll = self._recent_audio(speech_start_s - preroll_s, speech_start_s)
             self._start_utterance(speech_start_s - len(preroll) / 2 / MODEL_RATE_HZ)
             events.append(SpeechStarted(timestamp_s=speech_start_s))
             self._decode(preroll)
@@ -213,6 +237,12 @@ class _Recognizer:
 
     def _start_utterance(self, start_s: float) -> None:
         self._apply_wanted_search()
+        if self._phrases:
+            # Live cepstral mean normalisation keeps running sums from earlier utterances (free
+            # speech included), which ``set_cmn`` does not clear; a grammar utterance, decoded
+            # whole, starts from fresh feature state so that its result depends on its audio
+            # only. After a free-speech call, "forty two" was heard as "yes" without this.
+            self._decoder.reinit_feat()
         self._utterance_audio = bytearray()
         self._decoder.start_utt()
         self._in_utterance = True
@@ -241,21 +271,39 @@ class _Recognizer:
         self._in_utterance = False
         words = self._words()
         text = " ".join(word.word for word in words)
+        alternatives: tuple[str, ...] = ()
         if self._phrases and text not in self._phrases:
             # The grammar search ended short of its final state and backed off to a partial
             # path ("forty" for "forty two"): that is none of the phrases, so nothing was heard.
             log.debug("grammar_not_completed", provider="pocketsphinx", words=len(words))
             words, text = (), ""
+        elif self._phrases:
+            alternatives = self._alternatives(text)
         # Not ``hyp().prob``: that posterior is of the whole path, which splits between
         # equivalent silence paths (0.33..0.5 for a clear "yes"); the words' own posteriors don't.
         confidence = sum(word.confidence for word in words) / len(words) if words else 0.0
         events.append(Transcript(
             text=text, is_final=True, speech_final=speech_final, confidence=confidence,
             words=words, start_s=self._utterance_start_s, duration_s=self._speech_s,
+            alternatives=alternatives,
         ))
         if speech_final:
             last_word_end_s = words[-1].end_s if words else self._utterance_start_s + self._speech_s
             events.append(UtteranceEnd(last_word_end_s=last_word_end_s))
+
+    def _alternatives(self, best: str) -> tuple[str, ...]:
+        """Other whole phrases of the grammar for the finished utterance, most likely first."""
+        found: dict[str, None] = {}
+        wanted = self._tuning.max_alternatives
+        if wanted <= 0:
+            return ()
+        for path in itertools.islice(self._decoder.nbest(), self._tuning.nbest_depth):
+            text = _clean_text(path.hypstr)
+            if text != best and text in self._phrases:
+                found[text] = None
+                if len(found) >= wanted:
+                    break
+        return tuple(found)
 
     def _words(self) -> tuple[Word, ...]:
         """Real words of the finished utterance, timed from the session start.
@@ -291,6 +339,8 @@ class _Recognizer:
         # frees it under the decoder and crashes the process (pocketsphinx 5.1.1).
         name = f"expect{self._grammars_built}"
         self._grammars_built += 1
+        words = {word for phrase in phrases for word in phrase.split()}
+        _add_phone_band_variants(self._decoder, words & NUMBER_WORDS)
         alternatives = " | ".join(sorted(phrases))
         grammar = f"#JSGF V1.0;\ngrammar expect;\npublic <phrase> = {alternatives};\n"
         self._decoder.add_jsgf_string(name, grammar)
@@ -311,6 +361,29 @@ class _Recognizer:
 
     def _is_known(self, word: str) -> bool:
         return bool(_GRAMMAR_WORD.match(word)) and self._decoder.lookup_word(word) is not None
+
+
+def _add_phone_band_variants(decoder: Any, words: Iterable[str]) -> None:
+    """Give each word pronunciations without its S phones (see ``_PHONE_BAND_DROPPED``), once:
+    the decoder's dictionary keeps them for later grammars."""
+    for word in words:
+        if decoder.lookup_word(f"{word}({_PHONE_BAND_VARIANT_BASE})") is not None:
+            continue
+        for number, phones in enumerate(_phone_band_variants(decoder.lookup_word(word) or "")):
+            decoder.add_word(f"{word}({_PHONE_BAND_VARIANT_BASE + number})", phones, False)
+
+
+def _phone_band_variants(pronunciation: str) -> list[str]:
+    """Every pronunciation left by dropping one or more of the droppable phones, none empty."""
+    phones = pronunciation.split()
+    droppable = [index for index, phone in enumerate(phones) if phone in _PHONE_BAND_DROPPED]
+    variants = {
+        " ".join(phone for index, phone in enumerate(phones) if index not in dropped)
+        for count in range(1, len(droppable) + 1)
+        for dropped in itertools.combinations(droppable, count)
+    }
+    variants.discard("")
+    return sorted(variants)
 
 
 def _is_filler(word: str) -> bool:
@@ -431,7 +504,7 @@ class PocketSphinxProvider(SpeechToText):
         self._engine = _import_engine()
         self._config = _base_config(self._engine, self._tuning.decoder_options)
         self._build_endpointer()  # bad endpointer tuning fails here, not in every call
-        self._idle: list[tuple[Any, str]] = []  # (decoder, its initial cepstral mean)
+        self._idle: list[Any] = []  # decoders ready for a call
 
     async def warm_up(self, decoders: int = 1) -> None:
         """Build decoders ahead of calls: start-up fails if the model does, and calls start without
@@ -444,7 +517,7 @@ class PocketSphinxProvider(SpeechToText):
         self, *, call_sid: str, keyterms: Sequence[str] = ()
     ) -> AsyncIterator[PocketSphinxSession]:
         """Open a session. ``keyterms`` are not used: call ``expect`` to restrict recognition."""
-        decoder, cmn = self._idle.pop() if self._idle else await self._build_decoder()
+        decoder = self._idle.pop() if self._idle else await self._build_decoder()
         seed = zlib.crc32(call_sid.encode())  # the dither, repeatable per call
         recognizer = _Recognizer(decoder, self._build_endpointer(), self._tuning, seed)
         session = PocketSphinxSession(recognizer, self._executor, self._tuning)
@@ -454,31 +527,31 @@ class PocketSphinxProvider(SpeechToText):
         finally:
             worker.cancel()
             await asyncio.wait({worker})  # the worker keeps its own failures; wait never raises them
-            await self._recycle(recognizer, decoder, cmn, reusable=session.finished_cleanly)
+            await self._recycle(recognizer, decoder, reusable=session.finished_cleanly)
 
-    async def _recycle(self, recognizer: _Recognizer, decoder: Any, cmn: str, *, reusable: bool) -> None:
+    async def _recycle(self, recognizer: _Recognizer, decoder: Any, *, reusable: bool) -> None:
         # A cancelled worker may leave an executor job running on this decoder: drop it then.
         if not reusable or len(self._idle) >= self._tuning.max_idle_decoders:
             return
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, recognizer.reset, cmn)
+            await loop.run_in_executor(self._executor, recognizer.reset)
         except (RuntimeError, KeyError, ValueError) as error:
             log.warning("decoder_reset_failed", provider=self.name, error=type(error).__name__)
             return
-        self._idle.append((decoder, cmn))
+        self._idle.append(decoder)
 
-    async def _build_decoder(self) -> tuple[Any, str]:
+    async def _build_decoder(self) -> Any:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._new_decoder)
 
-    def _new_decoder(self) -> tuple[Any, str]:
+    def _new_decoder(self) -> Any:
         try:
             # A copy per decoder: initialisation writes the model's parameters into its config.
             decoder = self._engine.Decoder(self._engine.Config.parse_json(self._config.dumps()))
         except (RuntimeError, ValueError, KeyError, OSError) as error:
             raise ProviderError(f"pocketsphinx: cannot load the speech model: {error}") from error
-        return decoder, decoder.get_cmn()
+        return decoder
 
     def _build_endpointer(self) -> Any:
         try:
