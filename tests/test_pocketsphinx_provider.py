@@ -72,6 +72,21 @@ def check_utterance_shape(events: Sequence[SpeechEvent]) -> None:
 
 
 class TestGrammar:
+    async def test_a_six_survives_the_phone_band(self, provider):
+        # The /s/ of "six" lies mostly above 4 kHz; through phone audio the model heard these as
+        # "... three" or "... eight" until number words got pronunciations with S as F.
+        from phonepatch.shared.codes import default_codes, spoken_forms
+        from phonepatch.shared.matching import match_code
+
+        codes = default_codes()
+        every_form = [form for code in codes for form in spoken_forms(code)]
+        said = ["twenty six", "thirty six", "forty six", "seventy six", "ninety six", "six six"]
+        async with provider.session(call_sid="CA-six") as session:
+            await session.expect(every_form)
+            events = await run_call(session, spoken(*said))
+        heard = [match_code(final.text, codes) for final in finals(events)]
+        assert heard == ["26", "36", "46", "76", "96", "66"]
+
     async def test_recognises_spoken_codes_among_the_expected(self, provider):
         async with provider.session(call_sid="CA1") as session:
             await session.expect(CODES)

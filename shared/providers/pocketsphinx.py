@@ -49,14 +49,18 @@ PHONE_CMN_INIT = "37.4,9.5,-32.8,43.1,-19.3,-1.4,6.2,-21.9,11.2,-14.6,-3.1,5.0,-
 _DECODE_PIECE_BYTES = 2 * MODEL_RATE_HZ // 100  # 10 ms, one decoder frame
 _ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")
 # Phone audio stops at 4 kHz, where most of an /s/ lies above: through this pipeline the wideband
-# model hears "six" as "-ik-", and no code with a six was ever recognised. Number words in grammars
-# therefore also get pronunciations without their S phones (numbered from here, clear of the
-# dictionary's own alternatives). Only number words: with the variants on every word, "say" lost
-# its S too, and read-backs heard through a grammar of questions gained a digit ("four two three
-# say yes"). Codes 0..99 right out of 100 through a grammar of every code (cardinal / digit by
-# digit): eSpeak en-us at 175 wpm 74/68 -> 82/79; en at 140 wpm 59/54 -> 65/72. Dropping F or TH
-# as well did worse (75/75 for en-us).
-_PHONE_BAND_DROPPED = frozenset({"S"})
+# model hears "six" as "-ik-", or as "three" or "eight", and no code with a six was ever
+# recognised. What is left of an /s/ in the band is weak broadband noise, which the model takes
+# for an /f/. Number words in grammars therefore also get pronunciations with each S phone
+# dropped or replaced by F (numbered from here, clear of the dictionary's own alternatives). Only
+# number words: with the variants on every word, "say" lost its S too, and read-backs heard
+# through a grammar of questions gained a digit ("four two three say yes"). Codes 0..99 right
+# out of 100 through a grammar of every code (eSpeak en-us at 175 wpm / en at 140 wpm, cardinal):
+# no variants 74/59, S dropped 83/77, S dropped or F 85/77 (the right code among the best three
+# 94/94 -> 95/97). Read-backs heard right by the simulated caller, codes 0..99 (en-us 175 wpm):
+# S dropped 92, S dropped or F 99; 4-digit codes (en 140 wpm) 82 -> 98. Replacing it by TH as
+# well, or dropping F or TH phones, did worse.
+_PHONE_BAND_SUBSTITUTES: Mapping[str, tuple[str, ...]] = {"S": ("", "F")}  # "": dropped
 _PHONE_BAND_VARIANT_BASE = 10
 _GRAMMAR_WORD = re.compile(r"^[a-z0-9][a-z0-9'.-]*$")  # nothing a JSGF token would misread
 
@@ -298,6 +302,8 @@ class _Recognizer:
         if wanted <= 0:
             return ()
         for path in itertools.islice(self._decoder.nbest(), self._tuning.nbest_depth):
+            if path is None:  # the bindings yield None for a lattice path with no hypothesis
+                continue
             text = _clean_text(path.hypstr)
             if text != best and text in self._phrases:
                 found[text] = None
@@ -364,7 +370,7 @@ class _Recognizer:
 
 
 def _add_phone_band_variants(decoder: Any, words: Iterable[str]) -> None:
-    """Give each word pronunciations without its S phones (see ``_PHONE_BAND_DROPPED``), once:
+    """Give each word its phone-band pronunciations (see ``_PHONE_BAND_SUBSTITUTES``), once:
     the decoder's dictionary keeps them for later grammars."""
     for word in words:
         if decoder.lookup_word(f"{word}({_PHONE_BAND_VARIANT_BASE})") is not None:
@@ -374,14 +380,11 @@ def _add_phone_band_variants(decoder: Any, words: Iterable[str]) -> None:
 
 
 def _phone_band_variants(pronunciation: str) -> list[str]:
-    """Every pronunciation left by dropping one or more of the droppable phones, none empty."""
-    phones = pronunciation.split()
-    droppable = [index for index, phone in enumerate(phones) if phone in _PHONE_BAND_DROPPED]
-    variants = {
-        " ".join(phone for index, phone in enumerate(phones) if index not in dropped)
-        for count in range(1, len(droppable) + 1)
-        for dropped in itertools.combinations(droppable, count)
-    }
+    """Every other pronunciation made by dropping or substituting phones that the phone band
+    blurs, each of them independently; none empty."""
+    choices = [(phone, *_PHONE_BAND_SUBSTITUTES.get(phone, ())) for phone in pronunciation.split()]
+    variants = {" ".join(phone for phone in combination if phone) for combination in itertools.product(*choices)}
+    variants.discard(pronunciation)
     variants.discard("")
     return sorted(variants)
 
