@@ -36,7 +36,7 @@ from phonepatch.shared.logs import configure_logging
 
 from phonepatch.services.simulator.caller import Caller
 from phonepatch.services.simulator.phone import PhoneSimulator
-from phonepatch.shared.codes import spoken_forms
+from phonepatch.shared.codes import default_codes, generated_codes, spoken_forms
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 
 MAX_ATTEMPTS = 3
@@ -140,7 +140,16 @@ async def connect_games(http: aiohttp.ClientSession, port: int, count: int) -> l
 
 
 async def one_call(
-    http: aiohttp.ClientSession, port: int, game: Game, *, ears: PocketSphinxProvider, executor, voice: str, rate: int, speed: float
+    http: aiohttp.ClientSession,
+    port: int,
+    game: Game,
+    *,
+    ears: PocketSphinxProvider,
+    executor,
+    voice: str,
+    rate: int,
+    speed: float,
+    pool: tuple[str, ...],
 ) -> CallResult:
     result = CallResult(game.code)
     forms = spoken_forms(game.code)
@@ -153,6 +162,7 @@ async def one_call(
             say_on_hint=(*forms[1:], forms[0]),  # rephrase on each hint, as a person would
             voice=voice,
             rate_wpm=rate,
+            pool=pool,
             report=result.trace.append,
         )
         listener = asyncio.create_task(caller.listen())
@@ -177,9 +187,9 @@ async def one_call(
     return result
 
 
-async def run_config(pool: str, voice: str, rate: int, *, calls: int, concurrency: int, speed: float) -> Run:
-    run = Run(f"{pool} voice={voice} rate={rate}")
-    server = Server(pool, voice, rate)
+async def run_config(pool_name: str, voice: str, rate: int, *, calls: int, concurrency: int, speed: float) -> Run:
+    run = Run(f"{pool_name} voice={voice} rate={rate}")
+    server = Server(pool_name, voice, rate)
     try:
         # One connection per game and per call: no client-side cap on connections.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -190,10 +200,14 @@ async def run_config(pool: str, voice: str, rate: int, *, calls: int, concurrenc
                 ears = PocketSphinxProvider(executor)
                 await ears.warm_up(decoders=concurrency)
                 gate = asyncio.Semaphore(concurrency)
+                # The caller knows the server's codes, as a person knows what codes look like.
+                pool = generated_codes(4) if pool_name == "damm4" else default_codes()
 
                 async def guarded(game: Game) -> CallResult:
                     async with gate:
-                        return await one_call(http, server.port, game, ears=ears, executor=executor, voice=voice, rate=rate, speed=speed)
+                        return await one_call(
+                            http, server.port, game, ears=ears, executor=executor, voice=voice, rate=rate, speed=speed, pool=pool
+                        )
 
                 run.results = list(await asyncio.gather(*(guarded(game) for game in games)))
             await asyncio.sleep(1.0)  # let late "connected" messages arrive before judging

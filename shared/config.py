@@ -93,6 +93,7 @@ class SpeechSettings:
     confirm_below: float = 0.9  # spoken codes heard with less confidence are read back first
     max_attempts: int = 3
     confirm_timeout_s: float = 8.0
+    listen_timeout_s: float = 8.0  # silence after a prompt or hint before the caller is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,7 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "confirm_below": ("speech", "confirm_below", _fraction, None),
     "max_attempts": ("speech", "max_attempts", _count, None),
     "confirm_timeout_s": ("speech", "confirm_timeout_s", _seconds, None),
+    "listen_timeout_s": ("speech", "listen_timeout_s", _seconds, None),
     "twilio_phone_number": ("twilio", "phone_number", _str, "TWILIO_PHONE_NUMBER"),
     "twilio_auth_token": ("twilio", "auth_token", _secret, "TWILIO_AUTH_TOKEN"),
     "public_url": ("twilio", "public_url", _public_url, "PHONEPATCH_PUBLIC_URL"),

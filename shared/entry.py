@@ -8,7 +8,8 @@ Nothing here reads a clock or touches the pool.
 
 Rules, by state:
 
-- AWAITING_CODE: speech naming exactly one live code is claimed at once when the recogniser's
+- AWAITING_CODE: no input for a while after a prompt (``on_silence``) is a failed attempt;
+  speech naming exactly one live code is claimed at once when the recogniser's
   confidence is at least ``confirm_below``; below it the code is read back (CONFIRMING), and the
   recogniser's other readings of the same speech that name other live codes are kept, at most
   ``MAX_OFFERS`` codes in all. A keypad entry that is a live code is claimed at once, with no
@@ -49,6 +50,7 @@ __all__ = [
     "Hangup",
     "Listen",
     "Say",
+    "question_for_reading",
     "readback_question",
 ]
 
@@ -71,6 +73,9 @@ _NO_MATCH_HINT = (
     "Sorry, I did not catch a valid code. Please say it again, or key it in and press pound."
 )
 _REJECTED_HINT = "Okay, please say the code again, or key it in and press pound."
+_NO_INPUT_HINT = (
+    "Sorry, I did not hear a code. Please say it again, or key it in and press pound."
+)
 _NO_ANSWER_HINT = (
     "Sorry, I did not get an answer. Please say the code again, or key it in and press pound."
 )
@@ -236,6 +241,15 @@ class CodeEntry:
             return self._answer(_Answer.UNCLEAR, now)
         return ()
 
+    def on_silence(self, now: float) -> Actions:
+        """The caller has said and keyed nothing for a while since the last prompt or hint: a
+        failed attempt while awaiting a code (a hint is spoken, or the goodbye), nothing otherwise.
+        The I/O layer times it, as telephone menus do, so that speech lost before it reached the
+        recogniser does not leave the caller waiting in silence."""
+        if self._state is EntryState.AWAITING_CODE:
+            return self._fail(_NO_INPUT_HINT)
+        return ()
+
     def on_keys(self, digits: str, live_codes: Collection[str], now: float) -> Actions:
         """Handle a completed keypad entry; a live code is claimed without confirmation."""
         self._live_codes = frozenset(live_codes)
@@ -368,4 +382,9 @@ def _code_phrases(live_codes: Collection[str]) -> tuple[str, ...]:
 def readback_question(code: str, *, again: bool = False) -> str:
     """What the caller hears when a spoken ``code`` is read back for confirmation; ``again`` for
     another reading of the same speech, after the caller rejected one."""
-    return (_NEXT_QUESTION if again else _CONFIRM_QUESTION).format(code=readback(code))
+    return question_for_reading(readback(code), again=again)
+
+
+def question_for_reading(reading: str, *, again: bool = False) -> str:
+    """The read-back question around ``reading``, the words that name the code."""
+    return (_NEXT_QUESTION if again else _CONFIRM_QUESTION).format(code=reading)

@@ -667,3 +667,22 @@ class TestOtherReadings:
         entry.on_claim_result("7", True)
         entry.on_game_left()
         assert entry.on_speech("forty two", 0.1, LIVE, 4.0)[0] == question("42")
+
+
+class TestSilence:
+    def test_silence_while_awaiting_a_code_is_a_failed_attempt(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=2, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        actions = entry.on_silence(10.0)
+        assert [type(action) for action in actions] == [Say] and actions[0].kind == "hint"
+        assert "did not hear" in actions[0].text
+        assert entry.state is EntryState.AWAITING_CODE
+        assert [type(action) for action in entry.on_silence(20.0)] == [Say, Hangup]
+        assert entry.state is EntryState.ENDED
+
+    def test_silence_is_ignored_once_entry_has_moved_on(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        entry.on_speech("forty two", 0.5, LIVE, 0.0)
+        assert entry.state is EntryState.CONFIRMING
+        assert entry.on_silence(1.0) == ()

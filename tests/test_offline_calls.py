@@ -47,7 +47,9 @@ async def test_spoken_code_is_read_back_confirmed_and_patched(offline_server, ea
     executor, stt = ears
     game = await offline_server.game()
     async with PhoneSimulator(offline_server.http, twilio_url(offline_server), speed=4) as phone:
-        caller = Caller(phone, executor=executor, stt=stt, meant_code=game.code, say_on_hint=[game.code], report=lambda _: None)
+        caller = Caller(
+            phone, executor=executor, stt=stt, meant_code=game.code, say_on_hint=[game.code], pool=offline_server.gateway.settings.pool(), report=lambda _: None
+        )
         listener = asyncio.create_task(caller.listen())
         try:
             await caller.say_code(game.code)
@@ -87,5 +89,18 @@ async def test_silence_patches_nobody_and_misses_end_politely(offline_server):
         kinds = [entry.mark.rsplit("-", 1)[0] for entry in heard]
         assert kinds[0] == "prompt" and kinds[-1] == "goodbye"
         await asyncio.wait_for(phone.closed.wait(), TIMEOUT_S * 2)
+    with pytest.raises(TimeoutError):
+        await game.receive_text(timeout_s=0.2)
+
+
+async def test_a_caller_who_says_nothing_is_asked_again_then_let_go(start_server, offline_settings):
+    speech = dataclasses.replace(offline_settings.speech, listen_timeout_s=0.5, max_attempts=2)
+    server = await start_server(dataclasses.replace(offline_settings, speech=speech))
+    game = await server.game()
+    async with PhoneSimulator(server.http, twilio_url(server), speed=4) as phone:
+        with capture_logs() as logs:  # the phone sends silence all along, as Twilio does
+            await asyncio.wait_for(phone.closed.wait(), TIMEOUT_S * 4)
+    prompted = [e["kind"] for e in logs if e["event"] == "caller_prompted"]
+    assert prompted == ["prompt", "hint", "goodbye"]
     with pytest.raises(TimeoutError):
         await game.receive_text(timeout_s=0.2)

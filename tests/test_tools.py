@@ -89,7 +89,7 @@ class TestReadBackCandidates:
     def test_the_meant_code_comes_first_then_every_code_one_digit_away(self):
         from phonepatch.services.simulator.caller import readback_candidates, readback_ears
 
-        candidates = readback_candidates("9")
+        candidates = readback_candidates("9")  # codes up to two edits away
         assert candidates[0].startswith("i heard nine")
         # a longer read-back must be hearable, or the caller would confirm the wrong game
         assert {"i heard ninety nine", "that is nine nine", "i heard nineteen", "i heard ninety"} <= set(candidates)
@@ -97,6 +97,28 @@ class TestReadBackCandidates:
         ears = readback_ears("42")
         assert {"i heard forty two", "that is four two", "was it forty two"} <= ears.meant
         assert {"i heard four", "i heard four hundred twenty two that is four two two"} <= ears.others
+
+    def test_a_caller_who_knows_the_pool_listens_for_its_codes_only(self):
+        from phonepatch.services.simulator.caller import readback_ears
+        from phonepatch.shared.codes import generated_codes
+
+        anywhere = readback_ears("4270")
+        assert "i heard four two seven zero five" in anywhere.others
+        assert "that is four two seven" in anywhere.others
+        known = readback_ears("4270", generated_codes(4))
+        heard_codes = {
+            phrase.removeprefix("i heard ") for phrase in known.others if phrase.startswith("i heard ") and "say" not in phrase
+        }
+        assert heard_codes and all(len(code.split()) == 4 for code in heard_codes)
+        assert "that is four two seven" not in known.others
+        assert known.meant == anywhere.meant
+
+    def test_two_edits_away_and_the_pool_s_word_codes_are_heard_too(self):
+        from phonepatch.services.simulator.caller import readback_ears
+
+        # 40 is two edits from 14: "forty, that is four zero" must not be heard as 14
+        assert "i heard forty that is four zero" in readback_ears("14").others
+        assert "i heard pizza" in readback_ears("42", ["42", "pizza", "banana"]).others
 
     def test_the_caller_confirms_only_what_names_the_meant_code_alone(self):
         from phonepatch.services.simulator.caller import readback_ears

@@ -11,13 +11,14 @@ import asyncio
 import itertools
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from phonepatch.services.simulator.phone import Heard, PhoneSimulator
 from phonepatch.shared.audio import frames_of, pcm_to_mulaw, read_wav
-from phonepatch.shared.entry import readback_question
+from phonepatch.shared.codes import readback
+from phonepatch.shared.entry import question_for_reading
 from phonepatch.shared.matching import normalize_words
 from phonepatch.shared.providers.espeak import synthesize_mulaw
 from phonepatch.shared.providers.stt import SpeechToText
@@ -66,33 +67,49 @@ class ReadBackEars:
         )
 
 
-def readback_ears(code: str) -> ReadBackEars:
-    """What a read-back of ``code`` or of a near miss may sound like; ``code``'s phrases first.
+def readback_ears(code: str, pool: Collection[str] | None = None) -> ReadBackEars:
+    """What a read-back of ``code`` or of another code may sound like; ``code``'s phrases first.
 
-    Near misses are every code one digit away: changed, dropped or added. Without the shorter and
-    longer ones, a read-back of "nine nine" for a caller who meant "nine" could only be heard as
-    one of the one-digit codes, and the caller would say yes to the wrong game. Each question
-    (first or later reading) is also listened for in pieces, split where the voice pauses, since
-    the recogniser may end an utterance there.
+    The other codes are those a recogniser could take for ``code``: digit codes at most two edits
+    away (digits changed, dropped, added or swapped), and, for a word code, the single digits.
+    Without the shorter and longer ones, a read-back of "nine nine" for a caller who meant "nine"
+    could only be heard as one of the one-digit codes, and the caller would say yes to the wrong
+    game; without those two edits away, "forty, that is four zero" was heard as "fourteen, that is
+    one four" by a caller who meant 14. A caller who knows the ``pool`` (as a person who sees
+    "4270" on screen knows how long codes are, and would not take "pizza" for it) listens for the
+    codes of the pool among those, and for every word code of it: for the recogniser, codes that
+    cannot be read back are room for errors ("zero two zero seven" heard as "zero two zero five
+    seven"; 4-digit read-backs heard right went from 89 to 98 of 100 without them).
+
+    Each question (first or later reading) is also listened for in pieces, split where the voice
+    pauses, since the recogniser may end an utterance there.
     """
-    codes = [code, *_one_digit_away(code)] if code.isdigit() else [code, *(str(n) for n in range(10))]
-    by_code = {c: _question_phrases(c) for c in codes}
+    if code.isdigit():
+        near = _near_misses(code)
+        if pool is None:
+            others = [other for other in near if abs(len(other) - len(code)) <= 1]
+        else:
+            others = [other for other in pool if other != code and (other in near or not other.isdigit())]
+    else:
+        others = [str(n) for n in range(10)] if pool is None else [other for other in pool if other != code]
+    codes = [code, *sorted(set(others))]
+    by_code = {c: _question_phrases(readback(c)) for c in codes}
     neutral = set.intersection(*(set(phrases) for phrases in by_code.values()))
     meant = [phrase for phrase in by_code[code] if phrase not in neutral]
-    others = {phrase for c in codes[1:] for phrase in by_code[c]} - neutral - set(meant)
-    phrases = [*meant, *sorted(others), *sorted(neutral)]
-    return ReadBackEars(tuple(dict.fromkeys(phrases)), frozenset(meant), frozenset(others))
+    heard_others = {phrase for c in codes[1:] for phrase in by_code[c]} - neutral - set(meant)
+    phrases = [*meant, *sorted(heard_others), *sorted(neutral)]
+    return ReadBackEars(tuple(dict.fromkeys(phrases)), frozenset(meant), frozenset(heard_others))
 
 
-def readback_candidates(code: str) -> list[str]:
-    """Every phrase a read-back of ``code`` or of a near miss may be heard as; ``code``'s first."""
-    return list(readback_ears(code).phrases)
+def readback_candidates(code: str, pool: Collection[str] | None = None) -> list[str]:
+    """Every phrase a read-back of ``code`` or of another code may be heard as; ``code``'s first."""
+    return list(readback_ears(code, pool).phrases)
 
 
-def _question_phrases(code: str) -> list[str]:
+def _question_phrases(reading: str) -> list[str]:
     phrases = []
     for again in (False, True):
-        question = readback_question(code, again=again)
+        question = question_for_reading(reading, again=again)
         sentences = [part for part in re.split(r"(?<=[.?!])\s+", question) if part]
         pieces = [piece for sentence in sentences for piece in re.split(r"[,.?!]", sentence)]
         for text in (question, *sentences, *pieces):
@@ -102,11 +119,19 @@ def _question_phrases(code: str) -> list[str]:
     return list(dict.fromkeys(phrases))
 
 
-def _one_digit_away(code: str) -> list[str]:
+def _near_misses(code: str) -> set[str]:
+    """Codes at most two edits from ``code``: digits changed, dropped, added or swapped."""
+    near = _one_edit(code)
+    near |= {further for other in near for further in _one_edit(other)}
+    return near - {code}
+
+
+def _one_edit(code: str) -> set[str]:
     changed = {code[:i] + d + code[i + 1 :] for i in range(len(code)) for d in "0123456789"}
     dropped = {code[:i] + code[i + 1 :] for i in range(len(code))} if len(code) > 1 else set()
     added = {code[:i] + d + code[i:] for i in range(len(code) + 1) for d in "0123456789"}
-    return sorted((changed | dropped | added) - {code})
+    swapped = {code[:i] + code[i + 1] + code[i] + code[i + 2 :] for i in range(len(code) - 1)}
+    return changed | dropped | added | swapped
 
 
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
@@ -133,7 +158,8 @@ class Caller:
 
     With ``say_on_hint``, it says the next of those phrases whenever the server hints that it
     should try again, as a person would rephrase; with ``keys_after``, it keys a digit code in
-    once that many spoken tries have failed, as the hint suggests.
+    once that many spoken tries have failed, as the hint suggests. ``pool`` holds the
+    server's codes, when the caller knows them (see :func:`readback_ears`).
     """
 
     def __init__(
@@ -147,6 +173,7 @@ class Caller:
         keys_after: int | None = None,
         voice: str = "en-us",
         rate_wpm: int = 175,
+        pool: Collection[str] | None = None,
         report: Callable[[str], None] = print,
     ) -> None:
         self.phone = phone
@@ -157,6 +184,7 @@ class Caller:
         self._keys_after = keys_after
         self._voice = voice
         self._rate_wpm = rate_wpm
+        self._pool = pool
         self.report = report
         self.heard: list[tuple[Heard, str]] = []
         self.answers: list[bool] = []
@@ -216,7 +244,7 @@ class Caller:
         await self.say_code(again)
 
     async def _answer_readback(self, heard: Heard) -> None:
-        ears = readback_ears(self._meant_code)
+        ears = readback_ears(self._meant_code, self._pool)
         finals = await transcribe_finals(self._stt, heard.mulaw, ears.phrases)
         text = " | ".join(finals)
         right = ears.confirms(finals)

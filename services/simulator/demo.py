@@ -105,6 +105,7 @@ async def run_demo(
                     meant_code=code,
                     say_on_hint=_retry_forms(code),
                     keys_after=2,
+                    pool=settings.pool(),
                     report=lambda line: out(f"      {line}"),
                 )
                 listener = asyncio.create_task(caller.listen())

@@ -105,6 +105,7 @@ class CallSession:
         self._last_said: asyncio.Future[bool] | None = None
         self.keypad = KeypadCollector(pause_s=gateway.settings.limits.keypad_pause_s)
         self._timers_changed = asyncio.Event()
+        self._silence_deadline: float | None = None  # when quiet after a prompt counts as a try
         self._phrase: list[str] = []
         self._speech: SpeechSession | None = None
         self._grammar_codes: frozenset[str] | None = None
@@ -205,6 +206,7 @@ class CallSession:
 
     async def _on_digit(self, digit: str) -> None:
         now = asyncio.get_running_loop().time()
+        self._silence_deadline = None
         if self.entry.state is EntryState.CONFIRMING and digit in "#*":
             await self._apply(self.entry.on_key(digit, now))
             return
@@ -227,7 +229,8 @@ class CallSession:
         refresh_s = self.gateway.settings.limits.grammar_refresh_s
         while True:
             self._timers_changed.clear()
-            deadlines = [d for d in (self.keypad.deadline, self.entry.deadline) if d is not None]
+            timers = (self.keypad.deadline, self.entry.deadline, self._silence_deadline)
+            deadlines = [d for d in timers if d is not None]
             deadline = min(deadlines, default=loop.time() + refresh_s)
             try:
                 async with asyncio.timeout_at(deadline):
@@ -238,6 +241,9 @@ class CallSession:
                 if result is not None:
                     await self._on_keys(result.digits)
                 await self._apply(self.entry.poll(now))
+                if self._silence_deadline is not None and now >= self._silence_deadline:
+                    self._silence_deadline = None
+                    await self._apply(self.entry.on_silence(now))
                 await self._refresh_grammar()
 
     # -- speech --------------------------------------------------------------------------------
@@ -247,6 +253,7 @@ class CallSession:
             await self._on_speech(event)
 
     async def _on_speech(self, event: SpeechEvent) -> None:
+        self._silence_deadline = None  # the caller is talking
         if self.patched:
             if isinstance(event, Transcript):
                 self.transcripts += 1
@@ -309,6 +316,7 @@ class CallSession:
                 case Say(text=text, kind=kind):
                     log.info("caller_prompted", kind=kind)
                     self._last_said = self.speaker.say(text, kind=kind)
+                    self._last_said.add_done_callback(self._start_listening_clock)
                 case Listen(phrases=phrases):
                     if self._speech is not None:
                         await self._speech.expect(phrases)
@@ -316,6 +324,15 @@ class CallSession:
                     await self._claim(code, via)
                 case Hangup(reason=reason):
                     await self._hang_up(reason)
+        self._timers_changed.set()
+
+    def _start_listening_clock(self, said: asyncio.Future[bool]) -> None:
+        """Once a prompt or hint has played, the caller has ``listen_timeout_s`` to say or key
+        something before being asked again (see ``CodeEntry.on_silence``)."""
+        if said is not self._last_said or self.entry.state is not EntryState.AWAITING_CODE:
+            return
+        timeout_s = self.gateway.settings.speech.listen_timeout_s
+        self._silence_deadline = asyncio.get_running_loop().time() + timeout_s
         self._timers_changed.set()
 
     async def _claim(self, code: str, via: str) -> None:
