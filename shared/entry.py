@@ -186,7 +186,7 @@ class CodeEntry:
         if self._state is EntryState.AWAITING_CODE:
             return _code_phrases(self._candidates(live_codes))
         if self._state is EntryState.CONFIRMING:
-            return CONFIRM_PHRASES
+            return _answer_phrases(self._candidates(live_codes))
         return None
 
     def start(self, live_codes: Collection[str]) -> Actions:
@@ -317,7 +317,7 @@ class CodeEntry:
         self._asked_again = again
         self._reasks = 0
         self._deadline = now + self._confirm_timeout_s
-        return (Say(self._question(), "readback"), Listen(CONFIRM_PHRASES))
+        return (Say(self._question(), "readback"), Listen(_answer_phrases(self._candidates(self._live_codes))))
 
     def _answer(self, answer: _Answer, now: float) -> Actions:
         if answer is _Answer.YES and self._code is not None:  # always set while CONFIRMING
@@ -370,6 +370,15 @@ def _classify(words: Sequence[str]) -> _Answer:
     if says_yes != says_no:
         return _Answer.YES if says_yes else _Answer.NO
     return _Answer.UNCLEAR
+
+
+def _answer_phrases(live_codes: Collection[str]) -> tuple[str, ...]:
+    """What a recogniser listens for while a read-back is answered: yes and no words, and the
+    codes as well. A grammar of yes and no alone makes every sound a yes or a no: a caller who
+    said the code again, late, over a read-back was once heard as "yes" and patched into the game
+    read back. With the codes beside them, such speech is a code, an unclear answer, and the
+    question is asked again."""
+    return tuple(dict.fromkeys((*CONFIRM_PHRASES, *_code_phrases(live_codes))))
 
 
 def _code_phrases(live_codes: Collection[str]) -> tuple[str, ...]:

@@ -172,10 +172,20 @@ class TestLowConfidenceSpeech:
                 "Say yes or press pound to join.",
                 "readback",
             ),
-            Listen(CONFIRM_PHRASES),
+            Listen(entry.expected_phrases(LIVE)),
         )
         assert entry.state is EntryState.CONFIRMING
         assert entry.deadline == 3.0 + TIMEOUT_S
+
+    def test_the_answer_grammar_holds_the_codes_so_a_repeated_code_is_no_yes(
+        self, entry: CodeEntry
+    ) -> None:
+        entry.on_speech("forty two", 0.5, LIVE, 0.0)
+        phrases = entry.expected_phrases(LIVE)
+        assert set(CONFIRM_PHRASES) <= set(phrases) and "forty two" in phrases
+        # said again over the read-back, the code is an unclear answer: asked again, no claim
+        assert entry.on_speech("forty two", 0.5, LIVE, 1.0) == (question("42"),)
+        assert entry.state is EntryState.CONFIRMING
 
     def test_word_code_is_read_back_as_itself(self, entry: CodeEntry) -> None:
         assert entry.on_speech("apple pie", 0.1, LIVE, 0.0)[0] == question("apple pie")
@@ -421,9 +431,13 @@ class TestExpectedPhrases:
             "forty two", "four two", "apple pie",
         )
 
-    def test_confirming_expects_yes_and_no_words(self, entry: CodeEntry) -> None:
+    def test_confirming_expects_yes_and_no_words_then_the_codes(self, entry: CodeEntry) -> None:
         confirming(entry)
-        assert entry.expected_phrases(LIVE) == (*YES_WORDS, *NO_WORDS)
+        phrases = entry.expected_phrases(LIVE)
+        assert phrases[: len(YES_WORDS) + len(NO_WORDS)] == (*YES_WORDS, *NO_WORDS)
+        assert set(phrases[len(YES_WORDS) + len(NO_WORDS) :]) == {
+            form for code in LIVE for form in spoken_forms(code)
+        } - set(YES_WORDS + NO_WORDS)
 
     def test_patching_and_patched_expect_no_grammar(self, entry: CodeEntry) -> None:
         entry.on_keys("42", LIVE, 0.0)
@@ -623,7 +637,7 @@ class TestOtherReadings:
 
     def test_a_no_offers_the_next_reading_without_counting_a_miss(self, entry: CodeEntry) -> None:
         entry.on_speech("forty two", 0.1, LIVE, 0.0, ("forty three", "seven"))
-        assert entry.on_key("*", 1.0) == (question("43", again=True), Listen(CONFIRM_PHRASES))
+        assert entry.on_key("*", 1.0) == (question("43", again=True), Listen(entry.expected_phrases(LIVE)))
         assert entry.on_speech("no", 0.1, LIVE, 2.0)[0] == question("7", again=True)
         assert entry.on_speech("yes", 0.1, LIVE, 3.0) == (Claim("7", "confirmed"),)
 

@@ -72,6 +72,20 @@ def check_utterance_shape(events: Sequence[SpeechEvent]) -> None:
 
 
 class TestGrammar:
+    async def test_a_code_said_over_a_read_back_is_not_heard_as_yes(self, provider):
+        # Through yes and no words alone, eSpeak's "six zero" (voice en) came out as "yep".
+        from phonepatch.shared.codes import default_codes
+        from phonepatch.shared.entry import CodeEntry
+
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=8.0)
+        entry.start(default_codes())
+        entry.on_speech("sixty", 0.1, default_codes(), 0.0)
+        audio = silence(1000) + synthesize_mulaw("six zero", voice="en", rate_wpm=140) + silence(1000)
+        async with provider.session(call_sid="CA-late-code") as session:
+            await session.expect(entry.expected_phrases(default_codes()))
+            events = await run_call(session, audio)
+        assert [final.text for final in finals(events)] == ["six zero"]
+
     async def test_a_six_survives_the_phone_band(self, provider):
         # The /s/ of "six" lies mostly above 4 kHz; through phone audio the model heard these as
         # "... three" or "... eight" until number words got pronunciations with S as F.
