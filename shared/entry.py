@@ -250,6 +250,13 @@ class CodeEntry:
             return self._fail(_NO_INPUT_HINT)
         return ()
 
+    def on_question_played(self, now: float) -> None:
+        """The read-back has finished playing: the caller has ``confirm_timeout_s`` from now to
+        answer. (Timed from when it was queued, a long read-back and a caller who thinks before
+        answering ran out of time, and the late "yes" was then taken for a new code.)"""
+        if self._state is EntryState.CONFIRMING:
+            self._deadline = now + self._confirm_timeout_s
+
     def on_keys(self, digits: str, live_codes: Collection[str], now: float) -> Actions:
         """Handle a completed keypad entry; a live code is claimed without confirmation."""
         self._live_codes = frozenset(live_codes)

@@ -700,3 +700,21 @@ class TestSilence:
         entry.on_speech("forty two", 0.5, LIVE, 0.0)
         assert entry.state is EntryState.CONFIRMING
         assert entry.on_silence(1.0) == ()
+
+
+class TestAnswerClock:
+    def test_the_answer_time_runs_from_when_the_read_back_has_played(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        entry.on_speech("forty two", 0.5, LIVE, 0.0)
+        assert entry.deadline == 5.0
+        entry.on_question_played(4.0)  # a long read-back
+        assert entry.deadline == 9.0
+        assert entry.poll(6.0) == ()
+        assert entry.on_speech("yes", 0.5, LIVE, 8.0) == (Claim("42", "confirmed"),)
+
+    def test_played_is_ignored_outside_a_read_back(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start(LIVE)
+        entry.on_question_played(4.0)
+        assert entry.deadline is None

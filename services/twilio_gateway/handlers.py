@@ -328,11 +328,15 @@ class CallSession:
 
     def _start_listening_clock(self, said: asyncio.Future[bool]) -> None:
         """Once a prompt or hint has played, the caller has ``listen_timeout_s`` to say or key
-        something before being asked again (see ``CodeEntry.on_silence``)."""
-        if said is not self._last_said or self.entry.state is not EntryState.AWAITING_CODE:
+        something before being asked again (see ``CodeEntry.on_silence``); once a read-back has
+        played, ``confirm_timeout_s`` to answer it."""
+        if said is not self._last_said:
             return
-        timeout_s = self.gateway.settings.speech.listen_timeout_s
-        self._silence_deadline = asyncio.get_running_loop().time() + timeout_s
+        now = asyncio.get_running_loop().time()
+        if self.entry.state is EntryState.CONFIRMING:
+            self.entry.on_question_played(now)
+        elif self.entry.state is EntryState.AWAITING_CODE:
+            self._silence_deadline = now + self.gateway.settings.speech.listen_timeout_s
         self._timers_changed.set()
 
     async def _claim(self, code: str, via: str) -> None:
