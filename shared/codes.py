@@ -19,7 +19,6 @@ __all__ = [
     "default_codes",
     "generated_codes",
     "readback",
-    "readback_renderings",
     "spoken_forms",
 ]
 
@@ -45,7 +44,6 @@ MAX_GENERATED_DIGITS = 7
 # The matcher reads cardinals up to 999 999, but nobody says "four thousand two hundred and
 # seven" for a game code; past three digits callers read codes digit by digit.
 _MAX_CARDINAL_DIGITS = 3
-READBACK_JOINER = ", that is "  # between the renderings of a code read back
 
 _DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _TEEN_WORDS = (
@@ -123,24 +121,18 @@ def spoken_forms(code: str) -> tuple[str, ...]:
 
 
 def readback(code: str) -> str:
-    """Return how the server reads ``code`` back: its renderings, joined ("forty two, that is
-    four two"; see :func:`readback_renderings`)."""
-    return READBACK_JOINER.join(readback_renderings(code))
+    """Return how the server reads ``code`` back.
 
-
-def readback_renderings(code: str) -> tuple[str, ...]:
-    """Return the renderings of ``code`` a read-back says, in order.
-
-    A digit code with a cardinal reading gets it and then its digits ("forty two", "four two"):
-    two renderings of one code are harder to mishear together than either alone (eSpeak
+    A digit code with a cardinal reading gets it and then its digits ("forty two, that is four
+    two"): two renderings of one code are harder to mishear together than either alone (eSpeak
     read-backs of codes 0..99 heard right by the simulated caller: 59 of 100 digit by digit, 88
     as cardinals, 92 as both). Other digit codes are read digit by digit, word codes as they are.
     """
     if not _is_digit_code(code):
-        return (code,)
+        return code
     forms = spoken_forms(code)
     digits = _spell_digits(code)
-    return (forms[0], digits) if forms[0] != digits else (digits,)
+    return f"{forms[0]}, that is {digits}" if forms[0] != digits else digits
 
 
 def _is_digit_code(code: str) -> bool:

@@ -50,7 +50,6 @@ __all__ = [
     "Hangup",
     "Listen",
     "Say",
-    "question_for_reading",
     "readback_question",
 ]
 
@@ -398,9 +397,4 @@ def _code_phrases(live_codes: Collection[str]) -> tuple[str, ...]:
 def readback_question(code: str, *, again: bool = False) -> str:
     """What the caller hears when a spoken ``code`` is read back for confirmation; ``again`` for
     another reading of the same speech, after the caller rejected one."""
-    return question_for_reading(readback(code), again=again)
-
-
-def question_for_reading(reading: str, *, again: bool = False) -> str:
-    """The read-back question around ``reading``, the words that name the code."""
-    return (_NEXT_QUESTION if again else _CONFIRM_QUESTION).format(code=reading)
+    return (_NEXT_QUESTION if again else _CONFIRM_QUESTION).format(code=readback(code))

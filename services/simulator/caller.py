@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from phonepatch.services.simulator.phone import Heard, PhoneSimulator
 from phonepatch.shared.audio import frames_of, pcm_to_mulaw, read_wav
-from phonepatch.shared.codes import readback
-from phonepatch.shared.entry import question_for_reading
+from phonepatch.shared.entry import readback_question
 from phonepatch.shared.matching import normalize_words
 from phonepatch.shared.providers.espeak import synthesize_mulaw
 from phonepatch.shared.providers.stt import SpeechToText
@@ -93,7 +92,7 @@ def readback_ears(code: str, pool: Collection[str] | None = None) -> ReadBackEar
     else:
         others = [str(n) for n in range(10)] if pool is None else [other for other in pool if other != code]
     codes = [code, *sorted(set(others))]
-    by_code = {c: _question_phrases(readback(c)) for c in codes}
+    by_code = {c: _question_phrases(c) for c in codes}
     neutral = set.intersection(*(set(phrases) for phrases in by_code.values()))
     meant = [phrase for phrase in by_code[code] if phrase not in neutral]
     heard_others = {phrase for c in codes[1:] for phrase in by_code[c]} - neutral - set(meant)
@@ -106,10 +105,10 @@ def readback_candidates(code: str, pool: Collection[str] | None = None) -> list[
     return list(readback_ears(code, pool).phrases)
 
 
-def _question_phrases(reading: str) -> list[str]:
+def _question_phrases(code: str) -> list[str]:
     phrases = []
     for again in (False, True):
-        question = question_for_reading(reading, again=again)
+        question = readback_question(code, again=again)
         sentences = [part for part in re.split(r"(?<=[.?!])\s+", question) if part]
         pieces = [piece for sentence in sentences for piece in re.split(r"[,.?!]", sentence)]
         for text in (question, *sentences, *pieces):
