@@ -9,6 +9,7 @@ the server sends back is recorded; each ``mark`` is echoed once the audio queued
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections import deque
 from dataclasses import dataclass
@@ -103,13 +104,16 @@ class PhoneSimulator:
         await self._sent_all.wait()
 
     async def hang_up(self) -> None:
-        if self.ws is not None and not self.ws.closed:
+        """Send ``stop`` and close; a server that is hanging up at the same moment is no error."""
+        if self.ws is None or self.ws.closed:
+            return
+        with contextlib.suppress(aiohttp.ClientConnectionError, ConnectionError):
             await self.ws.send_str(
                 media.encode_stop(
                     stream_sid=self.stream_sid, sequence_number=self._next(), call_sid=self.call_sid, account_sid=self.account_sid
                 )
             )
-            await self.ws.close()
+        await self.ws.close()
 
     async def next_heard(self, timeout_s: float) -> Heard:
         """The next stretch of audio the server played (ended by its mark)."""
