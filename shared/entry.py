@@ -323,7 +323,7 @@ class CodeEntry:
         self._asked_again = again
         self._reasks = 0
         self._deadline = now + self._confirm_timeout_s
-        return (Say(self._question(), "readback"), Listen(_answer_phrases(self._candidates(self._live_codes))))
+        return (Say(self._question(), "readback"), Listen(self.expected_phrases(self._live_codes)))
 
     def _answer(self, answer: _Answer, now: float) -> Actions:
         if answer is _Answer.YES and self._code is not None:  # always set while CONFIRMING
