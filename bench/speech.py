@@ -47,6 +47,7 @@ TARGET_DEMO_FAILURES_PER_50 = 1
 @dataclass
 class CallResult:
     code: str
+    call_sid: str = ""
     attempts: int = 0
     patched: bool = False
     seconds_to_connected: float | None = None
@@ -85,7 +86,7 @@ def free_port() -> int:
 class Server:
     """``phonepatch serve`` in its own process, as it is deployed."""
 
-    def __init__(self, pool: str, voice: str, rate: int) -> None:
+    def __init__(self, pool: str, voice: str, rate: int, log_path: str | None = None) -> None:
         self.port = free_port()
         config = {"max_attempts": MAX_ATTEMPTS, "tts_voice": voice, "tts_rate_wpm": rate}
         if pool == "damm4":
@@ -93,11 +94,15 @@ class Server:
         self._config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(config, self._config)
         self._config.close()
-        env = {**os.environ, "PHONEPATCH_STT": "pocketsphinx", "PHONEPATCH_LOG_LEVEL": "error"}
+        level = "debug" if log_path else "error"
+        env = {**os.environ, "PHONEPATCH_STT": "pocketsphinx", "PHONEPATCH_LOG_LEVEL": level}
         env.pop("DEEPGRAM_API_KEY", None)
+        self._log = open(log_path, "a") if log_path else None  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "phonepatch.services", "serve", "--port", str(self.port), "--config", self._config.name],
             env=env,
+            stdout=self._log,
+            stderr=self._log,
         )
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
@@ -114,6 +119,8 @@ class Server:
         self.process.terminate()
         self.process.wait(timeout=30)
         os.unlink(self._config.name)
+        if self._log is not None:
+            self._log.close()
 
 
 class Game:
@@ -154,6 +161,7 @@ async def one_call(
     result = CallResult(game.code)
     forms = spoken_forms(game.code)
     async with PhoneSimulator(http, f"ws://127.0.0.1:{port}/twilio", speed=speed) as phone:
+        result.call_sid = phone.call_sid
         caller = Caller(
             phone,
             executor=executor,
@@ -187,9 +195,11 @@ async def one_call(
     return result
 
 
-async def run_config(pool_name: str, voice: str, rate: int, *, calls: int, concurrency: int, speed: float) -> Run:
+async def run_config(
+    pool_name: str, voice: str, rate: int, *, calls: int, concurrency: int, speed: float, server_log: str | None
+) -> Run:
     run = Run(f"{pool_name} voice={voice} rate={rate}")
-    server = Server(pool_name, voice, rate)
+    server = Server(pool_name, voice, rate, server_log)
     try:
         # One connection per game and per call: no client-side cap on connections.
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -249,13 +259,24 @@ def main() -> int:
     parser.add_argument("--pools", default="default,damm4")
     parser.add_argument("--demo-runs", type=int, default=50)
     parser.add_argument("--trace", help="append one JSON line per call (what it said, heard, answered)")
+    parser.add_argument("--server-log", help="append the servers' debug logs (what they heard and read back) here")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; caller speed x{args.speed}; concurrency {args.concurrency}")
     missed = False
     for pool in args.pools.split(","):
         for pair in args.voices.split(","):
             voice, rate = pair.split(":")
-            run = asyncio.run(run_config(pool, voice, int(rate), calls=args.calls, concurrency=args.concurrency, speed=args.speed))
+            run = asyncio.run(
+                run_config(
+                    pool,
+                    voice,
+                    int(rate),
+                    calls=args.calls,
+                    concurrency=args.concurrency,
+                    speed=args.speed,
+                    server_log=args.server_log,
+                )
+            )
             summary = run.summary()
             print(json.dumps(summary), flush=True)
             if args.trace:

@@ -16,6 +16,7 @@ from phonepatch.shared.providers.pocketsphinx import (
     PocketSphinxProvider,
     PocketSphinxSession,
     PocketSphinxTuning,
+    jsgf_rule,
 )
 from phonepatch.shared.speech import SpeechEvent, SpeechStarted, Transcript, UtteranceEnd
 
@@ -109,6 +110,18 @@ class TestGrammar:
         assert [final.text for final in finals(events)] == ["banana", "forty two"]
         first, second = finals(events)
         assert first.start_s + first.duration_s <= second.start_s
+
+    def test_the_grammar_is_a_prefix_tree_of_exactly_the_phrases(self):
+        assert jsgf_rule(["forty two", "forty", "four"]) == "forty [ two ] | four"
+        assert jsgf_rule(["i heard six", "i heard sixty", "was it six"]) == "i heard ( six | sixty ) | was it six"
+        assert jsgf_rule(["yes"]) == "yes"
+
+    async def test_a_phrase_and_a_longer_one_from_it_are_both_heard(self, provider):
+        phrases = ["forty", "forty two", "forty two that is four two", "four two"]
+        async with provider.session(call_sid="CA-prefix") as session:
+            await session.expect(phrases)
+            events = await run_call(session, spoken("forty", "forty two that is four two", "forty two"))
+        assert [final.text for final in finals(events)] == ["forty", "forty two that is four two", "forty two"]
 
     async def test_recognises_yes_and_no(self, provider):
         async with provider.session(call_sid="CA1") as session:

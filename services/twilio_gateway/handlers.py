@@ -269,6 +269,8 @@ class CallSession:
             if self.gateway.stt is not None and self.gateway.stt.always_confirm:
                 confidence = 0.0  # this engine's confidence cannot make a code safe (ARCHITECTURE §6)
             live = await self.gateway.bus.live_codes()
+            # Code entry speech is a code or a yes/no, never the conversation: it may be logged.
+            log.debug("entry_heard", state=self.entry.state.name, text=text, alternatives=alternatives)
             await self._apply(self.entry.on_speech(text, confidence, live, now, alternatives))
 
     def _is_unrecognised(self, event: SpeechEvent) -> bool:
@@ -315,6 +317,8 @@ class CallSession:
             match action:
                 case Say(text=text, kind=kind):
                     log.info("caller_prompted", kind=kind)
+                    if kind == "readback":
+                        log.debug("entry_read_back", text=text)
                     self._last_said = self.speaker.say(text, kind=kind)
                     self._last_said.add_done_callback(self._start_listening_clock)
                 case Listen(phrases=phrases):

@@ -4,8 +4,9 @@ Phone audio (8 kHz mu-law) is decoded, dithered (the model does badly on the exa
 silence), upsampled to the model's 16 kHz with filter state kept across frames, and cut into
 utterances by ``pocketsphinx.Endpointer``. Speech, with a little audio either side, streams into a
 ``Decoder``; the endpointer's end of speech ends the utterance and yields its final transcript.
-``expect`` switches the next utterance to a JSGF grammar of exactly the given phrases; a grammar
-search that stops short of a whole phrase yields an empty final rather than a fragment.
+``expect`` switches the next utterance to a JSGF grammar of exactly the given phrases (as a prefix
+tree, see ``jsgf_rule``); a grammar search that stops short of a whole phrase yields an empty final
+rather than a fragment.
 
 Threading: all engine work runs through ``loop.run_in_executor``, one job at a time per session, in
 order. The Cython bindings hold the GIL inside every engine call, so a thread pool keeps the loop
@@ -37,7 +38,7 @@ from phonepatch.shared.logs import get_logger
 from phonepatch.shared.providers.stt import SpeechSession, SpeechToText
 from phonepatch.shared.speech import SpeechEvent, SpeechStarted, Transcript, UtteranceEnd, Word
 
-__all__ = ["PocketSphinxProvider", "PocketSphinxSession", "PocketSphinxTuning"]
+__all__ = ["PocketSphinxProvider", "PocketSphinxSession", "PocketSphinxTuning", "jsgf_rule"]
 
 log = get_logger(__name__)
 
@@ -347,8 +348,7 @@ class _Recognizer:
         self._grammars_built += 1
         words = {word for phrase in phrases for word in phrase.split()}
         _add_phone_band_variants(self._decoder, words & NUMBER_WORDS)
-        alternatives = " | ".join(sorted(phrases))
-        grammar = f"#JSGF V1.0;\ngrammar expect;\npublic <phrase> = {alternatives};\n"
+        grammar = f"#JSGF V1.0;\ngrammar expect;\npublic <phrase> = {jsgf_rule(phrases)};\n"
         self._decoder.add_jsgf_string(name, grammar)
         self._decoder.activate_search(name)
         if self._grammar is not None:
@@ -367,6 +367,33 @@ class _Recognizer:
 
     def _is_known(self, word: str) -> bool:
         return bool(_GRAMMAR_WORD.match(word)) and self._decoder.lookup_word(word) is not None
+
+
+def jsgf_rule(phrases: Iterable[str]) -> str:
+    """A JSGF rule body accepting exactly ``phrases`` (words separated by spaces), as a prefix tree.
+
+    The same language as a flat list of alternatives, but the decoder's search shares every common
+    start instead of following each phrase apart: the simulated caller's grammar of read-back
+    questions (671 phrases, most starting "i heard" or "was it") decoded a 5 s read-back in 4.4 s
+    as a flat list and in 0.5 s as a tree, with the same results.
+    """
+    tree: dict[str, dict] = {}
+    for phrase in phrases:
+        node = tree
+        for word in phrase.split():
+            node = node.setdefault(word, {})
+        node[""] = {}  # a phrase ends here
+    return _jsgf_node(tree, top=True)
+
+
+def _jsgf_node(node: dict[str, dict], *, top: bool = False) -> str:
+    branches = [f"{word} {_jsgf_node(rest)}".rstrip() for word, rest in sorted(node.items()) if word]
+    body = " | ".join(branches)
+    if "" in node and branches:
+        return f"[ {body} ]"  # this phrase, or a longer one going on from here
+    if len(branches) > 1 and not top:
+        return f"( {body} )"
+    return body
 
 
 def _add_phone_band_variants(decoder: Any, words: Iterable[str]) -> None:
