@@ -34,7 +34,7 @@ import aiohttp
 
 from phonepatch.shared.logs import configure_logging
 
-from phonepatch.services.simulator.caller import Caller
+from phonepatch.services.simulator.caller import Caller, caller_ears
 from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.codes import default_codes, generated_codes, spoken_forms
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
@@ -207,7 +207,7 @@ async def run_config(
             games = await connect_games(http, server.port, calls)
             watchers = [asyncio.create_task(game.watch()) for game in games]
             with ThreadPoolExecutor(2, thread_name_prefix="bench-ears") as executor:
-                ears = PocketSphinxProvider(executor)
+                ears = caller_ears(executor)
                 await ears.warm_up(decoders=concurrency)
                 gate = asyncio.Semaphore(concurrency)
                 # The caller knows the server's codes, as a person knows what codes look like.

@@ -92,11 +92,17 @@ class TestReadBackCandidates:
         candidates = readback_candidates("9")  # codes up to two edits away
         assert candidates[0].startswith("i heard nine")
         # a longer read-back must be hearable, or the caller would confirm the wrong game
-        assert {"i heard ninety nine", "that is nine nine", "i heard nineteen", "i heard ninety"} <= set(candidates)
+        assert {
+            "i heard ninety nine that is nine nine",
+            "i heard nineteen that is one nine",
+            "i heard ninety that is nine zero",
+        } <= set(candidates)
         assert candidates[-1] == "say yes or press pound to join"
         ears = readback_ears("42")
-        assert {"i heard forty two", "that is four two", "was it forty two"} <= ears.meant
+        assert {"i heard forty two that is four two", "was it forty two that is four two"} <= ears.meant
         assert {"i heard four", "i heard four hundred twenty two that is four two two"} <= ears.others
+        # heard as one question, its number words and its digits must agree: no loose pieces
+        assert "that is four two" not in ears.phrases and "i heard forty two" not in ears.phrases
 
     def test_a_caller_who_knows_the_pool_listens_for_its_codes_only(self):
         from phonepatch.services.simulator.caller import readback_ears
@@ -104,13 +110,13 @@ class TestReadBackCandidates:
 
         anywhere = readback_ears("4270")
         assert "i heard four two seven zero five" in anywhere.others
-        assert "that is four two seven" in anywhere.others
+        assert "i heard four hundred twenty seven that is four two seven" in anywhere.others
         known = readback_ears("4270", generated_codes(4))
         heard_codes = {
             phrase.removeprefix("i heard ") for phrase in known.others if phrase.startswith("i heard ") and "say" not in phrase
         }
         assert heard_codes and all(len(code.split()) == 4 for code in heard_codes)
-        assert "that is four two seven" not in known.others
+        assert "i heard four hundred twenty seven that is four two seven" not in known.others
         assert known.meant == anywhere.meant
 
     def test_two_edits_away_and_the_pool_s_word_codes_are_heard_too(self):
@@ -127,5 +133,5 @@ class TestReadBackCandidates:
         assert ears.confirms(["i heard forty two that is four two", "say yes or press pound to join"])
         assert ears.confirms(["was it forty two that is four two say yes or press pound to join"])
         assert not ears.confirms(["i heard forty three that is four three"])
-        assert not ears.confirms(["i heard forty two", "that is four three"])
+        assert not ears.confirms(["i heard forty two that is four two", "i heard forty three that is four three"])
         assert not ears.confirms(["say yes or press pound to join"])

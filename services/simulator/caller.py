@@ -20,10 +20,24 @@ from phonepatch.shared.audio import frames_of, pcm_to_mulaw, read_wav
 from phonepatch.shared.entry import readback_question
 from phonepatch.shared.matching import normalize_words
 from phonepatch.shared.providers.espeak import synthesize_mulaw
+from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider, PocketSphinxTuning
 from phonepatch.shared.providers.stt import SpeechToText
 from phonepatch.shared.speech import Transcript
 
-__all__ = ["Caller", "Keys", "Pause", "PlayWav", "ReadBackEars", "SayText", "Step", "readback_candidates", "readback_ears", "transcribe"]
+__all__ = [
+    "EARS_TUNING",
+    "Caller",
+    "Keys",
+    "Pause",
+    "PlayWav",
+    "ReadBackEars",
+    "SayText",
+    "Step",
+    "caller_ears",
+    "readback_candidates",
+    "readback_ears",
+    "transcribe",
+]
 
 
 
@@ -80,8 +94,9 @@ def readback_ears(code: str, pool: Collection[str] | None = None) -> ReadBackEar
     cannot be read back are room for errors ("zero two zero seven" heard as "zero two zero five
     seven"; 4-digit read-backs heard right went from 89 to 98 of 100 without them).
 
-    Each question (first or later reading) is also listened for in pieces, split where the voice
-    pauses, since the recogniser may end an utterance there.
+    Each question (first or later reading) is listened for whole, as a person takes it in, and
+    sentence by sentence in case the recogniser ends an utterance at a full stop (see
+    ``EARS_TUNING``).
     """
     if code.isdigit():
         near = _near_misses(code)
@@ -110,8 +125,7 @@ def _question_phrases(code: str) -> list[str]:
     for again in (False, True):
         question = readback_question(code, again=again)
         sentences = [part for part in re.split(r"(?<=[.?!])\s+", question) if part]
-        pieces = [piece for sentence in sentences for piece in re.split(r"[,.?!]", sentence)]
-        for text in (question, *sentences, *pieces):
+        for text in (question, *sentences):
             words = " ".join(normalize_words(text))
             if words:
                 phrases.append(words)
@@ -131,6 +145,20 @@ def _one_edit(code: str) -> set[str]:
     added = {code[:i] + d + code[i:] for i in range(len(code) + 1) for d in "0123456789"}
     swapped = {code[:i] + code[i + 1] + code[i] + code[i + 2 :] for i in range(len(code) - 1)}
     return changed | dropped | added | swapped
+
+
+# The simulated caller's recogniser waits for a second of quiet before it ends an utterance, so
+# that a read-back is heard as one question: its number words and its digits ("forty eight, that
+# is four eight") must then agree. Split at every pause (the provider's default), a piece could be
+# misheard on its own, and the caller said no to its own code. Read-backs of codes 0..99 heard
+# right (200, eSpeak en at 140 wpm): 190 split at pauses with pieces in the grammar, 195 whole.
+# The window delays the start of speech too, hence the longer pre-roll.
+EARS_TUNING = PocketSphinxTuning(endpoint_window_s=1.0, grammar_preroll_s=1.2)
+
+
+def caller_ears(executor: Executor) -> PocketSphinxProvider:
+    """The offline recogniser a simulated caller hears with."""
+    return PocketSphinxProvider(executor, EARS_TUNING)
 
 
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:

@@ -20,14 +20,13 @@ import aiohttp
 from aiohttp import web
 
 from phonepatch.services.allinone.app import build_app
-from phonepatch.services.simulator.caller import Caller, transcribe
+from phonepatch.services.simulator.caller import Caller, caller_ears, transcribe
 from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.audio import write_wav
 from phonepatch.shared.codes import spoken_forms
 from phonepatch.shared.config import Settings
 from phonepatch.shared.matching import normalize_words
 from phonepatch.shared.protocol import deepgram as dg
-from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 from phonepatch.shared.speech import Transcript
 
 __all__ = ["DemoFailed", "run_demo"]
@@ -89,7 +88,7 @@ async def run_demo(
     steps = _Steps(out)
     out("phonepatch demo: offline speech (PocketSphinx + eSpeak NG), no network, no accounts")
     with ThreadPoolExecutor(2, thread_name_prefix="demo-caller") as executor:
-        ears = PocketSphinxProvider(executor)
+        ears = caller_ears(executor)
         async with _server(settings) as address, aiohttp.ClientSession() as http:
             async with steps.step("server started and game connected", 30):
                 game = await http.ws_connect(f"ws://{address}/game")

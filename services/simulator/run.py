@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
 
-from phonepatch.services.simulator.caller import Caller, Keys, Pause, PlayWav, SayText, Step
+from phonepatch.services.simulator.caller import Caller, Keys, Pause, PlayWav, SayText, Step, caller_ears
 from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.audio import write_wav
 
@@ -27,9 +27,7 @@ async def run_call(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(2, thread_name_prefix="caller") as executor:
         stt = None
         if args.confirm:
-            from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
-
-            stt = PocketSphinxProvider(executor)
+            stt = caller_ears(executor)
         async with aiohttp.ClientSession() as http:
             try:
                 phone = PhoneSimulator(http, args.url, speed=args.speed)
