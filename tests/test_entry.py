@@ -212,13 +212,13 @@ class TestConfirming:
     )
     def test_no_word_drops_the_code_and_asks_again(self, entry: CodeEntry, text: str) -> None:
         confirming(entry, "427")
-        assert entry.on_speech(text, 0.9, LIVE, 1.0) == (REJECTED, listen_for(LIVE - {"427"}))
+        assert entry.on_speech(text, 0.9, LIVE, 1.0) == (REJECTED, listen_for(LIVE))
         assert entry.state is EntryState.AWAITING_CODE
         assert entry.deadline is None
 
     def test_star_drops_the_code_and_asks_again(self, entry: CodeEntry) -> None:
         confirming(entry, "427")
-        assert entry.on_key("*", 1.0) == (REJECTED, listen_for(LIVE - {"427"}))
+        assert entry.on_key("*", 1.0) == (REJECTED, listen_for(LIVE))
         assert entry.state is EntryState.AWAITING_CODE
 
     @pytest.mark.parametrize("text", ["um", "forty two", "yes no", "maybe"])
@@ -325,7 +325,7 @@ class TestMisses:
         assert entry.state is EntryState.ENDED
 
     def test_rejected_read_back_counts_as_a_miss(self, entry: CodeEntry) -> None:
-        codes = ["42", "43", "7"]  # a rejected code cannot be heard again on the next try
+        codes = ["42", "43", "7"]
         for code in codes[: MAX_ATTEMPTS - 1]:
             confirming(entry, code)
             entry.on_key("*", 1.0)
@@ -614,15 +614,32 @@ class TestUnrecognisedSpeech:
 
 
 class TestRejectedReadBack:
-    def test_the_next_spoken_try_cannot_land_on_the_rejected_code(self):
+    def test_a_later_try_reads_back_its_other_readings_before_the_rejected_code(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        live = {"87", "67"}
+        entry.start(live)
+        entry.on_speech("eighty seven", 0.1, live, now=0.0)
+        entry.on_speech("no", 0.1, live, now=1.0)
+        assert entry.on_speech("eighty seven", 0.1, live, 2.0, ("sixty seven",))[0] == question("67")
+        assert entry.on_speech("no", 0.1, live, now=3.0)[0] == question("87", again=True)
+        assert entry.on_speech("yes", 0.1, live, now=4.0) == (Claim("87", "confirmed"),)
+
+    def test_a_rejected_code_stays_reachable_a_no_may_have_been_a_slip(self):
         entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
         live = {"87", "67"}
         entry.start(live)
         entry.on_speech("eighty seven", 0.1, live, now=0.0)
         actions = entry.on_speech("no", 0.1, live, now=1.0)
         listen = [action for action in actions if isinstance(action, Listen)]
-        assert listen and "eighty seven" not in listen[0].phrases and "sixty seven" in listen[0].phrases
-        assert entry.on_speech("eighty seven", 0.1, live, now=2.0)[0].kind == "hint"
+        assert listen and "eighty seven" in listen[0].phrases
+        assert entry.on_speech("eighty seven", 0.1, live, now=2.0)[0] == question("87")
+
+    def test_a_rejected_code_is_read_back_even_when_heard_with_confidence(self):
+        entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
+        entry.start({"87"})
+        entry.on_speech("eighty seven", 0.1, {"87"}, now=0.0)
+        entry.on_key("*", now=1.0)
+        assert entry.on_speech("eighty seven", 0.99, {"87"}, now=2.0)[0] == question("87")
 
     def test_the_rejected_code_can_still_be_keyed(self):
         entry = CodeEntry(confirm_below=0.9, max_attempts=3, confirm_timeout_s=5.0)
@@ -641,20 +658,21 @@ class TestOtherReadings:
         assert entry.on_speech("no", 0.1, LIVE, 2.0)[0] == question("7", again=True)
         assert entry.on_speech("yes", 0.1, LIVE, 3.0) == (Claim("7", "confirmed"),)
 
-    def test_readings_of_no_live_code_the_same_code_or_a_rejected_one_are_skipped(
+    def test_readings_of_no_live_code_or_the_same_code_are_skipped_a_rejected_one_comes_last(
         self, entry: CodeEntry
     ) -> None:
         confirming(entry, "7")
-        entry.on_key("*", 1.0)  # rejected: no later spoken try lands on 7
+        entry.on_key("*", 1.0)  # rejected: read back after the other readings of a later try
         entry.on_speech("forty two", 0.1, LIVE, 2.0, ("ninety nine", "forty two", "seven", "forty three"))
         assert entry.on_key("*", 3.0)[0] == question("43", again=True)
+        assert entry.on_key("*", 4.0)[0] == question("7", again=True)
 
     def test_every_reading_refused_is_one_miss(self) -> None:
         entry = CodeEntry(confirm_below=0.9, max_attempts=2, confirm_timeout_s=5.0)
         entry.start(LIVE)
         entry.on_speech("forty two", 0.1, LIVE, 0.0, ("forty three",))
         entry.on_key("*", 1.0)
-        assert entry.on_key("*", 2.0) == (REJECTED, listen_for(LIVE - {"42", "43"}))
+        assert entry.on_key("*", 2.0) == (REJECTED, listen_for(LIVE))
         entry.on_speech("seven", 0.1, LIVE, 3.0)
         assert entry.on_key("*", 4.0) == (GOODBYE, Hangup("too_many_attempts"))
 
@@ -676,11 +694,11 @@ class TestOtherReadings:
         for code in ("42", "43"):
             confirming(entry, code)
             entry.on_key("*", 1.0)
-        assert entry.on_speech("forty two", 0.1, LIVE, 2.0) == (NO_MATCH,)
+        assert entry.on_speech("forty two", 0.1, LIVE, 2.0, ("seven",))[0] == question("7")
         entry.on_keys("7", LIVE, 3.0)
         entry.on_claim_result("7", True)
         entry.on_game_left()
-        assert entry.on_speech("forty two", 0.1, LIVE, 4.0)[0] == question("42")
+        assert entry.on_speech("forty two", 0.1, LIVE, 4.0, ("forty three",))[0] == question("42")
 
 
 class TestSilence:
