@@ -12,7 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from phonepatch.shared.config import Settings, build_settings, read_config_file
-from phonepatch.shared.errors import ConfigError, ProviderError
+from phonepatch.shared.errors import BusError, ConfigError, ProviderError
 from phonepatch.shared.logs import configure_logging, get_logger
 
 __all__ = ["main"]
@@ -29,16 +29,26 @@ class _AppendStep(argparse.Action):
         namespace.steps = steps
 
 
+_SERVERS = ("serve", "game-gateway", "twilio-gateway")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="phonepatch", description="Patch phone calls into games.")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("serve", "run /game, /twilio and /healthz in one process"), ("demo", "run the whole loop offline")):
+    for name, text in (
+        ("serve", "run /game, /twilio and /healthz in one process (on Redis with --redis-url)"),
+        ("game-gateway", "run /game only, on Redis, beside any number of twilio-gateways"),
+        ("twilio-gateway", "run /twilio only, on Redis, beside any number of game-gateways"),
+        ("demo", "run the whole loop offline"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--config", metavar="FILE", help='JSON settings, e.g. {"game_codes": ["apple"]}')
         command.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve = commands.choices["serve"]
-    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="listen port (default 5000)")
+    for name in _SERVERS:
+        server = commands.choices[name]
+        server.add_argument("--host", help="listen address (default 127.0.0.1)")
+        server.add_argument("--port", type=int, help="listen port (default 5000)")
+        server.add_argument("--redis-url", help="the shared bus, e.g. redis://127.0.0.1:6379/0 (or REDIS_URL)")
     demo = commands.choices["demo"]
     demo.add_argument("--speed", type=float, default=4.0, help="how much faster than real time the caller talks")
     demo.add_argument("--record", type=Path, help="write what the caller heard to this WAV file")
@@ -68,16 +78,21 @@ def load_settings(args: argparse.Namespace) -> Settings:
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
         "log_level": getattr(args, "log_level", None),
+        "redis_url": getattr(args, "redis_url", None),
     }
     return build_settings(file_values=file_values, environ=os.environ, flags=flags)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, command: str) -> int:
     from phonepatch.services.allinone.app import build_app
 
-    log.info("serving", host=settings.host, port=settings.port, codes=len(settings.pool()))
+    if command != "serve" and settings.redis.url is None:
+        print(f"phonepatch {command}: needs the shared bus: --redis-url or REDIS_URL", file=sys.stderr)
+        return 2
+    games, calls = command != "twilio-gateway", command != "game-gateway"
+    log.info("serving", role=command, host=settings.host, port=settings.port, codes=len(settings.pool()))
     web.run_app(
-        build_app(settings),
+        build_app(settings, games=games, calls=calls),
         host=settings.host,
         port=settings.port,
         print=None,
@@ -116,15 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(getattr(args, "log_level", None) or default_level)
     try:
         match args.command:
-            case "serve":
-                return _serve(settings)
+            case "serve" | "game-gateway" | "twilio-gateway":
+                return _serve(settings, args.command)
             case "demo":
                 return _demo(settings, args)
             case "call":
                 return _call(args)
             case "client":
                 return _client(args)
-    except ProviderError as error:
+    except (ProviderError, BusError) as error:
         print(f"phonepatch: {error}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.codes import generated_codes
 from phonepatch.shared.errors import ConfigError
 
@@ -21,6 +22,7 @@ __all__ = [
     "DEFAULT_DEEPGRAM_URL",
     "DeepgramSettings",
     "Limits",
+    "RedisSettings",
     "Secret",
     "Settings",
     "SpeechSettings",
@@ -97,6 +99,22 @@ class SpeechSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """The shared bus. Without a URL, one process runs everything on its in-memory bus.
+
+    The URL may carry a password, so it is a ``Secret``. Timing: a crashed process's codes return
+    to the pool within ``lease_ttl_s`` + ``sweep_s``; a heartbeat renews leases and claims every
+    ``heartbeat_s``."""
+
+    url: Secret | None = None
+    prefix: str = "phonepatch"
+    lease_ttl_s: float = 10.0
+    heartbeat_s: float = 2.0
+    sweep_s: float = 2.0
+    claim_ttl_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """Every bound a peer can run into, with its unit."""
 
@@ -122,6 +140,7 @@ class Settings:
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
     deepgram: DeepgramSettings = field(default_factory=DeepgramSettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
     limits: Limits = field(default_factory=Limits)
 
     def pool(self) -> tuple[str, ...]:
@@ -179,6 +198,22 @@ def _seconds(key: str, value: Any) -> float:
 def _secret(key: str, value: Any) -> Secret | None:
     text = _str(key, value)
     return Secret(text) if text else None
+
+
+def _redis_url(key: str, value: Any) -> Secret | None:
+    url = _str(key, value)
+    if url and not url.lower().startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://", "redis+sentinel://")):
+        raise ConfigError(f"{key}: expected redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://")
+    return Secret(url) if url else None
+
+
+def _redis_prefix(key: str, value: Any) -> str:
+    prefix = _str(key, value)
+    try:
+        Keys(prefix)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {str(error).split(': ', 1)[1]}") from None
+    return prefix
 
 
 def _level(key: str, value: Any) -> str:
@@ -267,6 +302,12 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "deepgram_url": ("deepgram", "url", _url, "DEEPGRAM_URL"),
     "deepgram_connect_timeout_s": ("deepgram", "connect_timeout_s", _seconds, None),
     "deepgram_keepalive_interval_s": ("deepgram", "keepalive_interval_s", _seconds, None),
+    "redis_url": ("redis", "url", _redis_url, "REDIS_URL"),
+    "redis_prefix": ("redis", "prefix", _redis_prefix, "PHONEPATCH_REDIS_PREFIX"),
+    "redis_lease_ttl_s": ("redis", "lease_ttl_s", _seconds, None),
+    "redis_heartbeat_s": ("redis", "heartbeat_s", _seconds, None),
+    "redis_sweep_s": ("redis", "sweep_s", _seconds, None),
+    "redis_claim_ttl_s": ("redis", "claim_ttl_s", _seconds, None),
     "max_message_bytes": ("limits", "max_message_bytes", _count, "PHONEPATCH_MAX_MESSAGE_BYTES"),
     "max_game_text_chars": ("limits", "max_game_text_chars", _count, None),
     "start_timeout_s": ("limits", "start_timeout_s", _seconds, None),
@@ -328,10 +369,15 @@ def build_settings(
     if twilio.auth_token is not None and not twilio.public_url:
         # Signatures cover the URL Twilio requested, which only the public base URL can rebuild.
         raise ConfigError("PHONEPATCH_PUBLIC_URL: required when TWILIO_AUTH_TOKEN is set")
+    redis = RedisSettings(**sections.get("redis", {}))
+    if not 0 < redis.heartbeat_s < min(redis.lease_ttl_s, redis.claim_ttl_s):
+        # A heartbeat slower than a TTL lets a live game's lease lapse and its code be handed out.
+        raise ConfigError("redis_heartbeat_s: must be shorter than redis_lease_ttl_s and redis_claim_ttl_s")
     return Settings(
         **sections.get(None, {}),
         twilio=twilio,
         deepgram=DeepgramSettings(**sections.get("deepgram", {})),
         speech=SpeechSettings(**sections.get("speech", {})),
+        redis=redis,
         limits=Limits(**sections.get("limits", {})),
     )

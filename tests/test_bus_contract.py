@@ -3,30 +3,68 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from phonepatch.shared.bus import Bus, MemoryBus, SessionQueue
+from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
+from phonepatch.shared.config import RedisSettings
 from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, GameLeft, GameText, TranscriptReady
 from phonepatch.shared.errors import PoolExhaustedError, UnknownCodeError
 from phonepatch.shared.speech import Transcript
+from redis_server import RedisCluster3, RedisServer
 
 CODES = ("1", "2", "3")
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_url() -> Iterator[str]:
+    cluster = RedisCluster3().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def make_bus(request) -> AsyncIterator[Callable[[tuple[str, ...]], Awaitable[Bus]]]:
-    """Factory of buses over a given pool; each bus is closed after the test."""
+    """Factory of buses over a given pool; each bus is closed after the test. Redis buses of one
+    test share a prefix of their own, as replicas of one deployment do."""
     made: list[Bus] = []
+    prefix = f"test{next(_PREFIXES)}"
 
     async def make(codes: tuple[str, ...] = CODES) -> Bus:
-        made.append(MemoryBus(codes))
+        if request.param == "memory":
+            made.append(MemoryBus(codes))
+        else:
+            url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+            made.append(await RedisBus.start(connect_redis(url), codes, RedisSettings(prefix=prefix, lease_ttl_s=1.0, heartbeat_s=0.1, sweep_s=0.2, claim_ttl_s=1.0)))
         return made[-1]
 
     yield make
     for bus in made:
         await bus.close()
+
+
+_PREFIXES = itertools.count()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Wait for what a backend delivers in the background (another process's publish)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -144,6 +182,7 @@ class TestChannels:
             await bus.publish_to_game("1", TranscriptReady("CA", transcript("interim", is_final=False)))
             for text in ("a", "b", "c"):
                 await bus.publish_to_game("1", TranscriptReady("CA", transcript(text)))
+            await until(lambda: queue.dropped == 1)
             texts = [(await next_event(queue)).transcript.text for _ in range(3)]
         assert texts == ["a", "b", "c"]
 
@@ -151,6 +190,7 @@ class TestChannels:
         async with bus.subscribe_game("1", depth=2) as queue:
             for text in ("a", "b", "c", "d"):
                 await bus.publish_to_game("1", TranscriptReady("CA", transcript(text)))
+            await until(lambda: queue.dropped == 2)
             first = await next_event(queue)
             second = await next_event(queue)
         assert first.transcript.text == "a"

@@ -20,12 +20,13 @@ from phonepatch.shared.bus.events import (
     BusGap,
     CallConnected,
     CallEnded,
+    CodeLost,
     GameEvent,
     GameLeft,
     GameText,
     TranscriptReady,
 )
-from phonepatch.shared.errors import PoolExhaustedError, ProtocolError
+from phonepatch.shared.errors import BusError, PoolExhaustedError, ProtocolError
 from phonepatch.shared.logs import get_logger
 from phonepatch.shared.protocol import game_v0
 
@@ -49,12 +50,20 @@ async def game_v0_handler(request: web.Request) -> web.WebSocketResponse:
         log.warning("pool_exhausted")
         await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"no free game code, try again later")
         return ws
+    except BusError as error:
+        log.error("bus_unavailable", error=str(error))
+        await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"phonepatch is not ready, try again later")
+        return ws
     with bound_contextvars(code=code):
         session = GameSession(ws, code, gateway)
         gateway.sockets.add(ws)
         try:
             await session.run()
-        except Exception:
+        except* BusError as group:
+            log.error("bus_unavailable", error=str(group.exceptions[0]))
+            session.close_reason = "message bus unavailable"
+            await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"message bus unavailable")
+        except* Exception:
             log.exception("game_session_failed")
             session.close_reason = "internal error"
             await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"internal error")
@@ -126,6 +135,11 @@ class GameSession:
             if isinstance(event, BusGap) and event.reason == "queue overflow":
                 self.close_reason = "game reads too slowly"
                 await self.ws.close(code=CloseCode.POLICY_VIOLATION, message=b"game reads too slowly")
+            elif isinstance(event, CodeLost):
+                # The lease lapsed while Redis was out of reach: the code may be another game's now.
+                log.error("game_code_lost")
+                self.close_reason = "game code lost"
+                await self.ws.close(code=CloseCode.INTERNAL_ERROR, message=b"game code lost, connect again for a new one")
 
     def _render(self, event: GameEvent | BusGap) -> str | None:
         """Update the session for ``event`` and return the v0 text to send, if any."""
@@ -152,6 +166,8 @@ class GameSession:
             call_sid = await bus.release_claim(self.code)
             if call_sid is not None:
                 await bus.publish_to_call(call_sid, GameLeft(code=self.code, reason=self.close_reason))
+        except BusError as error:  # the claim lapses on its own; the call hears of it no sooner
+            log.warning("game_leave_unannounced", error=str(error))
         finally:
             await bus.return_code(self.code)
             log.info(

@@ -27,7 +27,7 @@ from phonepatch.shared.bus.events import (
     GameText,
     TranscriptReady,
 )
-from phonepatch.shared.errors import ProtocolError, ProviderError, UnknownCodeError
+from phonepatch.shared.errors import BusError, ProtocolError, ProviderError, UnknownCodeError
 from phonepatch.shared.entry import Claim, CodeEntry, EntryAction, EntryState, Hangup, Listen, Say
 from phonepatch.shared.keypad import KeypadCollector
 from phonepatch.shared.logs import get_logger
@@ -129,6 +129,9 @@ class CallSession:
         except* ProviderError as group:
             self.end_reason = f"speech provider failed: {group.exceptions[0]}"
             log.error("provider_unavailable", error=str(group.exceptions[0]))
+        except* BusError as group:
+            self.end_reason = "message bus unavailable"
+            log.error("bus_unavailable", error=str(group.exceptions[0]))
         except* Exception:
             self.end_reason = "internal error"
             log.exception("call_session_failed")
@@ -387,6 +390,8 @@ class CallSession:
         try:
             if code is not None and await self.gateway.bus.release_claim(code, self.call_sid):
                 await self.gateway.bus.publish_to_game(code, CallEnded(self.call_sid, self.end_reason))
+        except BusError as error:  # the claim lapses on its own (claim TTL)
+            log.warning("call_end_unannounced", error=str(error))
         finally:
             if not self.ws.closed:
                 await self.ws.close(code=CloseCode.NORMAL, message=b"call ended")

@@ -11,6 +11,7 @@ __all__ = [
     "CallConnected",
     "CallEnded",
     "CallEvent",
+    "CodeLost",
     "GameEvent",
     "GameLeft",
     "GameText",
@@ -58,11 +59,19 @@ class GameLeft:
 
 
 @dataclass(frozen=True, slots=True)
+class CodeLost:
+    """This process no longer holds the game's code (its lease expired while Redis was out of
+    reach): another game may be given the code, so this one must be closed."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
 class BusGap:
     """Messages for this session may have been lost (a queue overflowed or the bus reconnected)."""
 
     reason: str
 
 
-GameEvent = CallConnected | TranscriptReady | CallEnded
+GameEvent = CallConnected | TranscriptReady | CallEnded | CodeLost
 CallEvent = GameText | GameLeft

@@ -1,0 +1,61 @@
+"""Every Redis key and channel name phonepatch uses, under one configurable prefix.
+
+Several deployments (or several game servers sharing one phone number with separate pools) can
+share one Redis by giving each its own prefix. On Redis Cluster, every key and channel of one code
+shares the hash tag ``{<prefix>:<code>}``, so each script touches one slot and the game's sharded
+channel lives on the node that holds its keys; a call's channel has its own tag.
+
+    <prefix>:pool                 set of free codes
+    <prefix>:seeded               when the pool was first filled (Redis server time, ms)
+    {<prefix>:<code>}:lease       the process holding the code's game (value), with a TTL
+    {<prefix>:<code>}:claim       the call patched into the game (value), with a TTL
+    {<prefix>:<code>}:game        channel toward the game holding the code
+    {<prefix>:call:<sid>}:call    channel toward one call
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from phonepatch.shared.errors import ConfigError
+
+__all__ = ["DEFAULT_PREFIX", "Keys"]
+
+DEFAULT_PREFIX = "phonepatch"
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names for one deployment. Raises ``ConfigError`` for a prefix with braces or spaces."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ConfigError("redis_prefix: expected 1..64 letters, digits or _ . : -")
+
+    @property
+    def pool(self) -> str:
+        return f"{self.prefix}:pool"
+
+    @property
+    def seeded(self) -> str:
+        return f"{self.prefix}:seeded"
+
+    def lease(self, code: str) -> str:
+        return f"{self._code_tag(code)}:lease"
+
+    def claim(self, code: str) -> str:
+        return f"{self._code_tag(code)}:claim"
+
+    def game_channel(self, code: str) -> str:
+        return f"{self._code_tag(code)}:game"
+
+    def call_channel(self, call_sid: str) -> str:
+        return f"{{{self.prefix}:call:{call_sid}}}:call"
+
+    def _code_tag(self, code: str) -> str:
+        # A code holding "}" ends the tag early, but at the same place in each of its keys.
+        return f"{{{self.prefix}:{code}}}"

@@ -1,0 +1,558 @@
+"""The Redis bus: code pool, leases, claims and channels shared by any number of gateway processes.
+
+Key and channel names come from ``keys.Keys``. How each rule of the contract is kept:
+
+- **Take** a code: ``SPOP`` from the pool, then ``SET lease NX PX`` naming this process. A process
+  that crashes between the two leaves the code in neither place; the sweeper gives it back. When
+  the ``NX`` fails, the code was a stale pool entry (see the sweeper) held by someone else: it is
+  dropped from the pool and another is taken. So at most one process ever holds a code.
+- **Leases** are refreshed by one heartbeat task per process, for every code it holds; a refresh
+  that finds another owner (or none) means the lease expired, and the game is told ``CodeLost``.
+- **Sweeper** (every process runs it; it is safe to run on all of them at once): every configured
+  code that is neither in the pool nor leased goes back to the pool, and pool entries that are
+  leased are removed. The pool is read before the leases, so a code seen free-of-lease was not in
+  the pool a moment before: it is an orphan of a crash, a code being returned, or one just popped
+  whose lease is about to be set. Giving the first two back is right; the third becomes a stale
+  entry that the taker's ``NX`` and the next sweep remove.
+- **Seeding** is the sweep, run by every process from its start: it adds only codes that are
+  neither free nor leased, so replicas starting together cannot add a code twice (a set holds it
+  once) nor resurrect a taken one (its lease is set, except in the instant above). A Redis that
+  lost its data (a restart without persistence) has lost the leases too: every holder sets its
+  leases again on its next heartbeat, and orphans are given back only once the ``seeded`` marker
+  (set with the first sweep after the data went) is two heartbeats old. The same wait applies to
+  a deployment's first start.
+- **Return**: a script deletes the lease (only if it is still this holder's) and the claim, then
+  ``SADD``. A crash between the two leaves an orphan for the sweeper.
+- **Claim**: a script in the code's slot: no lease, unknown code; otherwise ``SET NX`` with a TTL
+  the claiming process refreshes, so a claim of a crashed Twilio gateway lapses.
+- **Channels**: one pub/sub connection and one reader task per process route each message to the
+  bounded queues of that channel's local sessions; the reader never awaits a session. A
+  subscription returns once Redis has confirmed it, so a session can tell its peer where to
+  publish only after nothing can be missed. On a lost connection the reader retries with backoff
+  (the client resubscribes) and every local session is told ``BusGap``. On Redis Cluster, channels
+  are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes only to the node of its code's slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from phonepatch.shared.bus import wire
+from phonepatch.shared.bus.base import Bus
+from phonepatch.shared.bus.events import BusGap, CallEvent, CodeLost, GameEvent
+from phonepatch.shared.bus.keys import Keys
+from phonepatch.shared.bus.queue import SessionQueue
+from phonepatch.shared.config import RedisSettings
+from phonepatch.shared.errors import BusError, ConfigError, PoolExhaustedError, UnknownCodeError
+from phonepatch.shared.logs import get_logger
+
+__all__ = ["RedisBus", "connect_redis"]
+
+log = get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+_SUBSCRIBE_TIMEOUT_S = 5.0
+_CLOSE_TIMEOUT_S = 3.0
+
+# KEYS: lease, claim. ARGV: holder. 1 when the code may go back to the pool: its lease (and claim)
+# were this holder's and are deleted, or it has none (it expired, or a cut-off take never set it).
+# 0 when another holder has it.
+_RETURN = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+# KEYS: key. ARGV: holder, ttl ms, "1" to set it again if it is gone. 1 extended; 2 set again;
+# 0 another holder has it, or it is gone and not to be set again.
+_REFRESH = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  if ARGV[3] ~= '1' then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+if holder ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+# KEYS: lease, claim. ARGV: call SID, ttl ms. -1 no live game, 0 another call has it, 1 claimed.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# KEYS: claim. ARGV: call SID or "". The SID whose claim was dropped, or false.
+_RELEASE = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then return false end
+if ARGV[1] ~= '' and holder ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return holder
+"""
+
+
+def connect_redis(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
+    """A client for ``url``: ``redis://`` or ``rediss://`` (one server), ``redis+cluster://`` (any
+    node of a cluster), or ``redis+sentinel://[password@]host:port[,host:port...]/service[/db]``.
+    Raises ``ConfigError`` for any other scheme."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return aioredis.Redis.from_url(url, **options)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
+    if scheme == "redis+sentinel":
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        password = None
+        if "@" in netloc:
+            credentials, netloc = netloc.rsplit("@", 1)
+            password = unquote(credentials.split(":", 1)[-1]) or None
+        sentinels = []
+        for host_port in netloc.split(","):
+            host, _, port = host_port.rpartition(":")
+            sentinels.append((host or host_port, int(port) if port and host else 26379))
+        path = [part for part in parts.path.split("/") if part]
+        if not path:
+            raise ConfigError("REDIS_URL: a redis+sentinel:// URL must name the service: .../mymaster")
+        db = int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(sentinels, sentinel_kwargs={"password": password} if password else None)
+        return sentinel.master_for(path[0], password=password, db=db, **options)
+    raise ConfigError("REDIS_URL: expected redis://, rediss://, redis+cluster:// or redis+sentinel://")
+
+
+def _as_bus_error(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Raise a Redis that cannot be reached, or refuses, as ``BusError`` (callers know that one)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (*_CONNECTION_ERRORS, RedisError) as error:
+            raise BusError(f"redis: {method.__name__} failed: {type(error).__name__}") from error
+
+    return wrapper
+
+
+class RedisBus(Bus):
+    """The bus on Redis. Build with :meth:`start`; :meth:`close` gives back what it still holds."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        codes: Iterable[str],
+        settings: RedisSettings | None = None,
+        *,
+        holder: str | None = None,
+    ) -> None:
+        self._client = client
+        self._codes = tuple(dict.fromkeys(codes))
+        self._universe = frozenset(self._codes)
+        self._settings = settings or RedisSettings()
+        self._keys = Keys(self._settings.prefix)
+        self._cluster = isinstance(client, RedisCluster)
+        # Lease values name the process and the take, so a lease lost and taken again by this
+        # same process is never mistaken for the old one.
+        self._holder = holder or f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._held: dict[str, str] = {}  # code -> lease value
+        # code -> (call SID, the seeded marker when last seen held): claims this process renews
+        self._claims: dict[str, tuple[str, bytes | None]] = {}
+        self._epoch: bytes | None = None  # the seeded marker: it changes when Redis loses its data
+        self._routes: dict[str, set[SessionQueue]] = {}
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._routes_changed = asyncio.Event()
+        self._gap = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._node_readers: dict[str, asyncio.Task[None]] = {}
+        self._takes = 0
+        self._return = client.register_script(_RETURN)
+        self._refresh = client.register_script(_REFRESH)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+        self._pubsub = client.pubsub()
+        self._watching_connection = False
+
+    @classmethod
+    async def start(
+        cls,
+        client: aioredis.Redis | RedisCluster,
+        codes: Iterable[str],
+        settings: RedisSettings | None = None,
+        *,
+        holder: str | None = None,
+    ) -> RedisBus:
+        """Seed the pool (see the module notes; on a Redis that has never held this deployment's
+        pool, that takes two heartbeats), then start the heartbeat, sweeper and reader.
+
+        Raises ``BusError`` when Redis cannot be reached."""
+        bus = cls(client, codes, settings, holder=holder)
+        try:
+            while wait_s := await bus.sweep():
+                await asyncio.sleep(wait_s)
+            bus._epoch = await client.get(bus._keys.seeded)
+        except _CONNECTION_ERRORS as error:
+            await bus._close_client()
+            raise BusError(f"redis: cannot reach the server: {error}") from None
+        bus._tasks = [
+            asyncio.create_task(bus._heartbeat_loop(), name="bus-heartbeat"),
+            asyncio.create_task(bus._sweep_loop(), name="bus-sweeper"),
+        ]
+        if not bus._cluster:
+            bus._tasks.append(asyncio.create_task(bus._read_loop(), name="bus-reader"))
+        return bus
+
+    # -- pool ----------------------------------------------------------------------------------
+
+    @_as_bus_error
+    async def take_code(self) -> str:
+        while True:
+            popped = await self._client.spop(self._keys.pool)
+            if popped is None:
+                raise PoolExhaustedError("every game code is in use")
+            code = popped.decode()
+            if code not in self._universe:
+                continue  # left by another configuration sharing the prefix: not ours to give
+            self._takes += 1
+            value = f"{self._holder}:{self._takes}"
+            try:
+                leased = await self._client.set(
+                    self._keys.lease(code), value, nx=True, px=_ms(self._settings.lease_ttl_s)
+                )
+            except BaseException:
+                # Cancelled or cut off: the lease may or may not be set. Give it back in the
+                # background; if that fails too, the lease expires and the sweeper does it.
+                self._spawn(self._give_back(code, value))
+                raise
+            if leased:
+                self._held[code] = value
+                return code
+            # A stale pool entry: another process holds this code.
+
+    async def return_code(self, code: str) -> None:
+        value = self._held.pop(code, None)
+        if value is None:
+            return
+        self._claims.pop(code, None)
+        # Shielded: a session cancelled while it gives its code back still gives it back.
+        try:
+            await asyncio.shield(self._spawn(self._give_back(code, value)))
+        except (*_CONNECTION_ERRORS, RedisError):
+            pass  # logged by the task; the lease expires and the sweeper gives the code back
+
+    async def _give_back(self, code: str, value: str) -> None:
+        returned = await self._return(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value])
+        if returned:
+            await self._client.sadd(self._keys.pool, code)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    @_as_bus_error
+    async def live_codes(self) -> frozenset[str]:
+        free = await self._client.smembers(self._keys.pool)
+        return self._universe - {member.decode() for member in free}
+
+    async def sweep(self) -> float:
+        """Give back codes neither free nor leased; drop pool entries that are leased.
+
+        Returns 0, or the seconds to wait before orphans may be given back (see the module notes
+        on seeding)."""
+        seconds, micros = await self._client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        await self._client.set(self._keys.seeded, now_ms, nx=True)
+        seeded_ms = int(await self._client.get(self._keys.seeded) or now_ms)
+        wait_ms = max(0, seeded_ms + 2 * _ms(self._settings.heartbeat_s) - now_ms)
+        settled = wait_ms == 0
+        free = {member.decode() for member in await self._client.smembers(self._keys.pool)}
+        leased = await self._leased(self._codes)
+        orphans = [code for code in self._codes if code not in free and code not in leased] if settled else []
+        stale = [code for code in self._codes if code in free and code in leased]
+        if orphans:
+            await self._client.sadd(self._keys.pool, *orphans)
+            log.info("codes_returned_by_sweep", count=len(orphans))
+        if stale:
+            await self._client.srem(self._keys.pool, *stale)
+        return wait_ms / 1000
+
+    async def _leased(self, codes: Iterable[str]) -> set[str]:
+        codes = list(codes)
+        if self._cluster:
+            values = await self._client.mget_nonatomic([self._keys.lease(code) for code in codes])
+        else:
+            values = await self._client.mget([self._keys.lease(code) for code in codes]) if codes else []
+        return {code for code, value in zip(codes, values, strict=True) if value is not None}
+
+    # -- claims --------------------------------------------------------------------------------
+
+    @_as_bus_error
+    async def claim_game(self, code: str, call_sid: str) -> bool:
+        try:
+            result = await self._claim(
+                keys=[self._keys.lease(code), self._keys.claim(code)],
+                args=[call_sid, _ms(self._settings.claim_ttl_s)],
+            )
+        except asyncio.CancelledError:
+            if self._claim_holder(code) != call_sid:  # it may have been set: drop it, not the holder's
+                self._spawn(self._drop_claim(code, call_sid))
+            raise
+        if result == -1:
+            raise UnknownCodeError("no live game holds this code")
+        if result == 1:
+            self._claims[code] = (call_sid, self._epoch)
+        return result == 1
+
+    async def _drop_claim(self, code: str, call_sid: str) -> None:
+        await self._release(keys=[self._keys.claim(code)], args=[call_sid])
+
+    @_as_bus_error
+    async def release_claim(self, code: str, call_sid: str | None = None) -> str | None:
+        holder = await self._release(keys=[self._keys.claim(code)], args=[call_sid or ""])
+        if call_sid is None or self._claim_holder(code) == call_sid:
+            self._claims.pop(code, None)
+        return holder.decode() if holder is not None else None
+
+    def _claim_holder(self, code: str) -> str | None:
+        claim = self._claims.get(code)
+        return claim[0] if claim else None
+
+    # -- channels ------------------------------------------------------------------------------
+
+    @_as_bus_error
+    async def publish_to_game(self, code: str, event: GameEvent) -> None:
+        await self._publish(self._keys.game_channel(code), event)
+
+    @_as_bus_error
+    async def publish_to_call(self, call_sid: str, event: CallEvent) -> None:
+        await self._publish(self._keys.call_channel(call_sid), event)
+
+    async def _publish(self, channel: str, event: GameEvent | CallEvent) -> None:
+        if self._cluster:
+            await self._client.spublish(channel, wire.encode(event))
+        else:
+            await self._client.publish(channel, wire.encode(event))
+
+    def _game_channel(self, code: str) -> str:
+        return self._keys.game_channel(code)
+
+    def _call_channel(self, call_sid: str) -> str:
+        return self._keys.call_channel(call_sid)
+
+    async def _subscribe(self, channel: str, queue: SessionQueue) -> None:
+        queues = self._routes.get(channel)
+        if queues:
+            queues.add(queue)
+            return
+        self._routes[channel] = {queue}
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmed
+        try:
+            if self._cluster:
+                await self._pubsub.ssubscribe(channel)
+                self._start_node_readers()
+            else:
+                await self._pubsub.subscribe(channel)
+                self._watch_connection()
+                self._routes_changed.set()
+            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                await confirmed
+        except BaseException as error:
+            await self._unsubscribe(channel, queue)
+            if isinstance(error, TimeoutError | RedisError | OSError):
+                raise BusError(f"redis: subscription not confirmed: {type(error).__name__}") from None
+            raise
+        finally:
+            if self._confirmations.get(channel) is confirmed:
+                del self._confirmations[channel]
+
+    async def _unsubscribe(self, channel: str, queue: SessionQueue) -> None:
+        queues = self._routes.get(channel)
+        if queues is None:
+            return
+        queues.discard(queue)
+        if queues:
+            return
+        del self._routes[channel]
+        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+            if self._cluster:
+                await self._pubsub.sunsubscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
+
+    def _watch_connection(self) -> None:
+        """Be told of every reconnect of the pub/sub connection, even one the client retries
+        silently: messages published meanwhile were lost."""
+        connection = getattr(self._pubsub, "connection", None)
+        if connection is not None and not self._watching_connection:
+            connection.register_connect_callback(self._on_reconnect)
+            self._watching_connection = True
+
+    def _on_reconnect(self, connection: Any) -> None:
+        self._gap = True
+
+    def _start_node_readers(self) -> None:
+        """On a cluster, sharded subscriptions live on one connection per node that holds any of
+        them: each gets a reader, so a message waiting on one node never waits for another."""
+        for name, pubsub in self._pubsub.node_pubsub_mapping.items():
+            if name not in self._node_readers:
+                self._node_readers[name] = asyncio.create_task(self._read_loop(pubsub), name=f"bus-reader-{name}")
+
+    async def _read_loop(self, source: Any = None) -> None:
+        source = source or self._pubsub
+        backoff_s = 0.05
+        while True:
+            if source is self._pubsub and not self._routes and not self._confirmations:
+                self._routes_changed.clear()
+                await self._routes_changed.wait()
+                continue
+            try:
+                message = await source.get_message(timeout=1.0)
+            except _CONNECTION_ERRORS as error:
+                if not self._gap:
+                    log.warning("bus_connection_lost", error=type(error).__name__)
+                self._gap = True
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+                continue
+            except RuntimeError:  # nothing subscribed yet on this connection
+                await asyncio.sleep(0.01)
+                continue
+            backoff_s = 0.05
+            if self._gap:
+                self._gap = False
+                log.warning("bus_reconnected", sessions=sum(len(queues) for queues in self._routes.values()))
+                for queues in self._routes.values():
+                    for queue in queues:
+                        queue.deliver(BusGap("bus reconnected"))
+            if message is not None:
+                self._route(message)
+
+    def _route(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if isinstance(kind, bytes):
+            kind = kind.decode()
+        channel = message["channel"]
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        if kind in ("subscribe", "ssubscribe"):
+            confirmed = self._confirmations.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+            return
+        if kind not in ("message", "smessage"):
+            return
+        queues = self._routes.get(channel)
+        if not queues:
+            return
+        try:
+            event = wire.decode(message["data"])
+        except BusError as error:
+            log.warning("bus_message_dropped", error=str(error))
+            return
+        for queue in queues:
+            queue.deliver(event)
+
+    # -- upkeep --------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.heartbeat_s)
+            try:
+                await self.heartbeat()
+            except _CONNECTION_ERRORS + (RedisError,) as error:
+                log.warning("bus_heartbeat_failed", error=type(error).__name__)
+
+    async def heartbeat(self) -> None:
+        """Extend every lease and claim this process holds; tell the games whose lease is gone.
+
+        A lease that is gone is set again: if Redis lost it, the game still runs here; if it
+        expired while this process was cut off and nobody took the code since, keeping it is
+        right too (a taker's ``NX`` fails on it). A claim that is gone is set again only when Redis
+        lost its data (the seeded marker changed); otherwise the game side released it."""
+        lease_ms, claim_ms = _ms(self._settings.lease_ttl_s), _ms(self._settings.claim_ttl_s)
+        epoch = self._epoch = await self._client.get(self._keys.seeded)
+        held = list(self._held.items())
+        claims = [(code, sid, seen) for code, (sid, seen) in self._claims.items()]
+        results = await asyncio.gather(
+            *(self._refresh(keys=[self._keys.lease(code)], args=[value, lease_ms, "1"]) for code, value in held),
+            *(
+                self._refresh(keys=[self._keys.claim(code)], args=[sid, claim_ms, "1" if seen != epoch else "0"])
+                for code, sid, seen in claims
+            ),
+        )
+        if 2 in results:
+            log.warning("bus_leases_restored", count=results.count(2))
+        for (code, value), kept in zip(held, results[: len(held)], strict=True):
+            if not kept and self._held.get(code) == value:
+                del self._held[code]
+                log.error("code_lease_lost", code=code)
+                for queue in self._routes.get(self._keys.game_channel(code), ()):
+                    queue.deliver(CodeLost(code))
+        for (code, sid, _), kept in zip(claims, results[len(held) :], strict=True):
+            if self._claim_holder(code) != sid:
+                continue
+            if kept:
+                self._claims[code] = (sid, epoch)
+            else:
+                del self._claims[code]
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.sweep_s)
+            try:
+                await self.sweep()
+            except _CONNECTION_ERRORS + (RedisError,) as error:
+                log.warning("bus_sweep_failed", error=type(error).__name__)
+
+    async def close(self) -> None:
+        """Stop the tasks, give back every code still held (bounded), close the connections."""
+        tasks = [*self._tasks, *self._node_readers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._node_readers = [], {}
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                for code in list(self._held):
+                    await self.return_code(code)
+                await asyncio.gather(*self._background, return_exceptions=True)
+        except (TimeoutError, *_CONNECTION_ERRORS, RedisError) as error:
+            log.warning("bus_codes_left_to_expire", count=len(self._held), error=type(error).__name__)
+        await self._close_client()
+
+    async def _close_client(self) -> None:
+        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+            await self._pubsub.aclose()
+        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+            await self._client.aclose()
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("bus_give_back_failed", error=type(task.exception()).__name__)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

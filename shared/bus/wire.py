@@ -1,0 +1,94 @@
+"""Bus events as bytes, for backends that carry them between processes (the Redis bus).
+
+One JSON object per event, with a short ``t`` naming its kind. ``decode`` raises ``BusError`` for
+anything it cannot read, so a foreign or corrupt message on a channel is dropped by the reader
+instead of reaching a session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from phonepatch.shared.bus.events import CallConnected, CallEnded, CallEvent, GameEvent, GameLeft, GameText, TranscriptReady
+from phonepatch.shared.errors import BusError
+from phonepatch.shared.speech import Transcript, Word
+
+__all__ = ["decode", "encode"]
+
+
+def encode(event: GameEvent | CallEvent) -> bytes:
+    """The bytes of ``event`` for a channel."""
+    match event:
+        case TranscriptReady(call_sid=call_sid, transcript=transcript):
+            return orjson.dumps({"t": "transcript", "call": call_sid, "tr": _transcript(transcript)})
+        case CallConnected(call_sid=call_sid):
+            return orjson.dumps({"t": "connected", "call": call_sid})
+        case CallEnded(call_sid=call_sid, reason=reason):
+            return orjson.dumps({"t": "ended", "call": call_sid, "reason": reason})
+        case GameText(code=code, text=text):
+            return orjson.dumps({"t": "text", "code": code, "text": text})
+        case GameLeft(code=code, reason=reason):
+            return orjson.dumps({"t": "left", "code": code, "reason": reason})
+    raise TypeError(f"not a bus event: {type(event).__name__}")
+
+
+def decode(data: bytes | str) -> GameEvent | CallEvent:
+    """The event ``data`` holds; raises ``BusError`` when it holds none."""
+    try:
+        message = orjson.loads(data)
+        kind = message["t"]
+        if kind == "transcript":
+            return TranscriptReady(_str(message["call"]), _read_transcript(message["tr"]))
+        if kind == "connected":
+            return CallConnected(_str(message["call"]))
+        if kind == "ended":
+            return CallEnded(_str(message["call"]), _str(message["reason"]))
+        if kind == "text":
+            return GameText(_str(message["code"]), _str(message["text"]))
+        if kind == "left":
+            return GameLeft(_str(message["code"]), _str(message["reason"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise BusError(f"unreadable bus message: {type(error).__name__}") from None
+    raise BusError(f"unknown bus message kind: {kind!r}")
+
+
+def _transcript(transcript: Transcript) -> dict[str, Any]:
+    return {
+        "text": transcript.text,
+        "final": transcript.is_final,
+        "speech_final": transcript.speech_final,
+        "confidence": transcript.confidence,
+        "words": [
+            [word.word, word.start_s, word.end_s, word.confidence, word.punctuated_word] for word in transcript.words
+        ],
+        "start": transcript.start_s,
+        "duration": transcript.duration_s,
+        "alternatives": list(transcript.alternatives),
+        "raw": transcript.raw_json,
+    }
+
+
+def _read_transcript(data: dict[str, Any]) -> Transcript:
+    raw = data["raw"]
+    return Transcript(
+        text=_str(data["text"]),
+        is_final=bool(data["final"]),
+        speech_final=bool(data["speech_final"]),
+        confidence=float(data["confidence"]),
+        words=tuple(
+            Word(_str(word), float(start), float(end), float(confidence), punctuated if punctuated is None else _str(punctuated))
+            for word, start, end, confidence, punctuated in data["words"]
+        ),
+        start_s=float(data["start"]),
+        duration_s=float(data["duration"]),
+        alternatives=tuple(_str(text) for text in data["alternatives"]),
+        raw_json=None if raw is None else _str(raw),
+    )
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value

@@ -1,0 +1,316 @@
+"""What only the Redis bus has: leases, the sweeper, crashes, cancellation, shared Redis, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from phonepatch.shared.bus.events import CallConnected, CodeLost
+from phonepatch.shared.bus.keys import Keys
+from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
+from phonepatch.shared.config import RedisSettings
+from phonepatch.shared.errors import BusError, ConfigError, PoolExhaustedError
+from redis_server import RedisServer
+
+CODES = tuple(str(n) for n in range(8))
+_PREFIXES = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def quick(prefix: str, **overrides: float) -> RedisSettings:
+    timing = {"lease_ttl_s": 1.0, "heartbeat_s": 0.05, "sweep_s": 0.1, "claim_ttl_s": 1.0, **overrides}
+    return RedisSettings(prefix=prefix, **timing)
+
+
+@pytest.fixture
+async def prefix() -> str:
+    return f"rb{next(_PREFIXES)}"
+
+
+@pytest.fixture
+async def client(server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def pool_state(client: aioredis.Redis, keys: Keys) -> tuple[set[str], dict[str, bytes]]:
+    free = {member.decode() for member in await client.smembers(keys.pool)}
+    values = await client.mget([keys.lease(code) for code in CODES])
+    return free, {code: value for code, value in zip(CODES, values, strict=True) if value is not None}
+
+
+def check_conserved(free: set[str], leases: dict[str, bytes]) -> None:
+    assert not free & set(leases), "a leased code is in the free pool"
+    assert free | set(leases) == set(CODES), "a code was lost"
+
+
+class TestLeases:
+    async def test_a_lost_lease_closes_the_game_and_the_code_is_not_given_back_twice(self, server, client, prefix):
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        try:
+            code = await bus.take_code()
+            async with bus.subscribe_game(code, depth=8) as inbox:
+                # Another holder took the code while this process was cut off (as after expiry).
+                await client.set(Keys(prefix).lease(code), "someone-else")
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == CodeLost(code)
+            await bus.return_code(code)  # not this process's any more: nothing is given back
+            assert code not in {m.decode() for m in await client.smembers(Keys(prefix).pool)}
+        finally:
+            await bus.close()
+
+    async def test_close_gives_back_every_code_still_held(self, server, client, prefix):
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        for _ in range(3):
+            await bus.take_code()
+        await bus.close()
+        free, leases = await pool_state(client, Keys(prefix))
+        assert free == set(CODES) and not leases
+
+    async def test_replicas_starting_together_seed_each_code_once(self, server, client, prefix):
+        buses = await asyncio.gather(*(RedisBus.start(connect_redis(server.url), CODES, quick(prefix)) for _ in range(4)))
+        try:
+            taken = [await buses[n % 4].take_code() for n in range(len(CODES))]
+            assert sorted(taken) == sorted(CODES)
+            with pytest.raises(PoolExhaustedError):
+                await buses[0].take_code()
+        finally:
+            for bus in buses:
+                await bus.close()
+
+    async def test_deployments_with_their_own_prefix_share_one_redis_apart(self, server, prefix):
+        one = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "a"))
+        two = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "b"))
+        try:
+            assert await one.take_code() == await two.take_code() == "1"
+            async with one.subscribe_game("1", depth=4) as inbox:
+                await two.publish_to_game("1", CallConnected("CA-other-deployment"))
+                await one.publish_to_game("1", CallConnected("CA-ours"))
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == CallConnected("CA-ours")
+        finally:
+            await one.close()
+            await two.close()
+
+    async def test_a_foreign_message_on_a_channel_is_dropped(self, server, client, prefix):
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        try:
+            async with bus.subscribe_game("1", depth=4) as inbox:
+                await client.publish(Keys(prefix).game_channel("1"), b"\xff not json")
+                await client.publish(Keys(prefix).game_channel("1"), b'{"t": "mystery"}')
+                await bus.publish_to_game("1", CallConnected("CA-after"))
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == CallConnected("CA-after")
+        finally:
+            await bus.close()
+
+
+class CuttingRedis(aioredis.Redis):
+    """A client that cancels its caller at one chosen point: before its n-th command reaches
+    Redis, or after Redis ran it but before the reply came back."""
+
+    cut: tuple[int, str] | None = None
+    victim: asyncio.Task | None = None
+    commands = 0
+
+    async def execute_command(self, *args, **options):
+        if self.cut is None:
+            return await super().execute_command(*args, **options)
+        self.commands += 1
+        number, when = self.cut
+        if (number, when) == (self.commands, "before"):
+            self._cancel()
+        result = await super().execute_command(*args, **options)
+        if (number, when) == (self.commands, "after"):
+            self._cancel()
+        return result
+
+    def _cancel(self) -> None:
+        """Cancel the caller at this moment: here, if it awaits this command itself; else where it
+        waits (as for a give-back that the caller awaits through a shield)."""
+        if asyncio.current_task() is self.victim:
+            raise asyncio.CancelledError
+        assert self.victim is not None
+        self.victim.cancel()
+
+
+class TestCancellation:
+    """Cancel each operation at every point it awaits Redis, before and after each command:
+    afterwards pool, leases and claims are whole, and nothing is left that nobody renews."""
+
+    @pytest.mark.parametrize("operation", ["take", "return", "claim", "release"])
+    async def test_cancelled_anywhere_loses_nothing(self, server, client, prefix, operation):
+        cuts = [(number, when) for number in range(1, 10) for when in ("before", "after")]
+        for index, cut in enumerate(cuts):
+            keys = Keys(f"{prefix}-{index}")
+            redis_client = CuttingRedis.from_url(server.url)
+            bus = await RedisBus.start(redis_client, CODES, quick(keys.prefix))
+            try:
+                code = await bus.take_code()
+                await bus.claim_game(code, "CA-first")
+                work = {
+                    "take": lambda: bus.take_code(),
+                    "return": lambda: bus.return_code(code),
+                    "claim": lambda: bus.claim_game(code, "CA-second"),
+                    "release": lambda: bus.release_claim(code, "CA-first"),
+                }[operation]
+                redis_client.cut = cut
+                redis_client.victim = asyncio.create_task(work())
+                outcome = await asyncio.gather(redis_client.victim, return_exceptions=True)
+                redis_client.cut = None
+                await asyncio.gather(*bus._background)  # noqa: SLF001 - give-backs of the cut
+                await bus.sweep()  # a code popped but never seen by this process is an orphan
+                free, leases = await pool_state(client, keys)
+                check_conserved(free, leases)
+                assert set(leases) == set(bus._held), "a lease nobody will renew or return"  # noqa: SLF001
+                for held in CODES:
+                    claim = await client.get(keys.claim(held))
+                    assert claim is None or bus._claim_holder(held) == claim.decode(), "an orphan claim"  # noqa: SLF001
+            finally:
+                await bus.close()
+            if not isinstance(outcome[0], asyncio.CancelledError):
+                assert index > 1, outcome  # it was cut at least before and after its first command
+                return  # the operation needs fewer commands than this cut: every point was tried
+        pytest.fail("the operation never completed within the cuts tried")
+
+
+class PoolMachine(RuleBasedStateMachine):
+    """Any sequence of takes, returns, claims, crashes and sweeps over three replicas conserves
+    the pool and never hands one code to two games."""
+
+    url = ""
+
+    @initialize()
+    def open(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.prefix = f"machine{next(_PREFIXES)}"
+        self.keys = Keys(self.prefix)
+        self.client = aioredis.Redis.from_url(self.url)
+        self.buses = [self._run(self._start()) for _ in range(3)]
+        self.held: dict[str, int] = {}  # code -> replica holding its game
+
+    async def _start(self) -> RedisBus:
+        # Long leases: a crash is made to expire by deleting its leases, as the TTL would.
+        return await RedisBus.start(connect_redis(self.url), CODES, quick(self.prefix, lease_ttl_s=60, claim_ttl_s=60))
+
+    def _run(self, work):
+        return self.loop.run_until_complete(work)
+
+    @rule(replica=st.integers(0, 2))
+    def take(self, replica: int) -> None:
+        try:
+            code = self._run(self.buses[replica].take_code())
+        except PoolExhaustedError:
+            assert len(self.held) == len(CODES) or self._orphans()
+            return
+        assert code not in self.held, "one code given to two games"
+        self.held[code] = replica
+
+    # Which code SPOP hands out is random, and background sweeps may refill the pool at any
+    # moment: rules pick among the held codes by position and do nothing when none is held, so
+    # that Hypothesis draws the same values whenever it replays a sequence.
+    @rule(pick=st.integers(0, len(CODES) - 1))
+    def give_back(self, pick: int) -> None:
+        if not self.held:
+            return
+        code = sorted(self.held)[pick % len(self.held)]
+        self._run(self.buses[self.held.pop(code)].return_code(code))
+
+    @rule(pick=st.integers(0, len(CODES) - 1), caller=st.sampled_from(["CA-1", "CA-2"]))
+    def claim(self, pick: int, caller: str) -> None:
+        if not self.held:
+            return
+        code = sorted(self.held)[pick % len(self.held)]
+        self._run(self.buses[self.held[code]].claim_game(code, caller))
+
+    @rule(replica=st.integers(0, 2))
+    def crash(self, replica: int) -> None:
+        """The replica dies without a word; its leases run out; a new replica takes its place."""
+        bus = self.buses[replica]
+        codes = [code for code, holder in self.held.items() if holder == replica]
+        self._run(self._kill(bus, codes))
+        for code in codes:
+            del self.held[code]
+        self.buses[replica] = self._run(self._start())
+
+    async def _kill(self, bus: RedisBus, codes: list[str]) -> None:
+        bus._held.clear()  # noqa: SLF001 - a dead process gives nothing back on close
+        await bus.close()
+        if codes:
+            await self.client.delete(*(self.keys.lease(code) for code in codes))
+
+    @rule()
+    def sweep(self) -> None:
+        self._run(self.buses[0].sweep())
+        free, leases = self._run(pool_state(self.client, self.keys))
+        check_conserved(free, leases)
+
+    def _orphans(self) -> bool:
+        free, leases = self._run(pool_state(self.client, self.keys))
+        return bool(set(CODES) - free - set(leases))
+
+    @invariant()
+    def no_code_held_twice_and_none_in_the_pool_while_held(self) -> None:
+        if not hasattr(self, "client"):
+            return
+        free, leases = self._run(pool_state(self.client, self.keys))
+        assert not free & set(self.held), "a live game's code is in the free pool"
+        assert set(self.held) <= set(leases)
+        assert len(set(leases)) == len(leases)
+
+    def teardown(self) -> None:
+        if hasattr(self, "buses"):
+            for bus in self.buses:
+                self._run(bus.close())
+            self._run(self.client.aclose())
+            self.loop.close()
+
+
+def test_the_pool_is_conserved_over_any_sequence(server):
+    PoolMachine.url = server.url
+    runner = PoolMachine.TestCase
+    runner.settings = settings(
+        max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+    runner("runTest").runTest()
+
+
+class TestUrls:
+    def test_an_unknown_scheme_is_a_clear_error(self):
+        with pytest.raises(ConfigError, match="redis://"):
+            connect_redis("http://127.0.0.1:6379")
+
+    def test_a_sentinel_url_must_name_its_service(self):
+        with pytest.raises(ConfigError, match="service"):
+            connect_redis("redis+sentinel://127.0.0.1:26379")
+
+    def test_a_sentinel_url_names_its_sentinels_and_service(self):
+        client = connect_redis("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26380/mymaster/2")
+        pool = client.connection_pool
+        assert pool.service_name == "mymaster"
+        assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"]) for s in pool.sentinel_manager.sentinels] == [("10.0.0.1", 26379), ("10.0.0.2", 26380)]
+        assert pool.connection_kwargs["db"] == 2
+
+    async def test_an_unreachable_redis_fails_start_with_bus_error(self):
+        from redis_server import free_port
+
+        with pytest.raises(BusError, match="cannot reach"):
+            await RedisBus.start(connect_redis(f"redis://127.0.0.1:{free_port()}/0"), CODES)

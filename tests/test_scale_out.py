@@ -1,0 +1,251 @@
+"""Scale out: game-gateways and twilio-gateways as separate OS processes on one real Redis.
+
+Calls key their game's code (the keypad needs no read-back) and then speak through the fake
+Deepgram, which runs in this process; each gateway is a ``phonepatch`` process of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from peers import API_KEY, TIMEOUT_S, FakeCall, FakeDeepgram, GameClient
+from redis_server import RedisServer, free_port
+
+CODES = [str(n) for n in range(10, 20)]
+LEASE_TTL_S = 1.5
+SWEEP_S = 0.3
+SETTINGS = {
+    "game_codes": CODES,
+    "redis_lease_ttl_s": LEASE_TTL_S,
+    "redis_heartbeat_s": 0.3,
+    "redis_sweep_s": SWEEP_S,
+    "redis_claim_ttl_s": LEASE_TTL_S,
+    "keypad_pause_s": 0.3,
+    "stt_provider": "deepgram",
+    "tts_provider": "none",
+    "close_timeout_s": 2.0,
+}
+
+
+class Gateway:
+    """One ``phonepatch game-gateway`` or ``twilio-gateway`` process; its log goes to a file."""
+
+    def __init__(self, role: str, redis_url: str, deepgram_url: str, workdir: Path, name: str) -> None:
+        self.role = role
+        self.port = free_port()
+        self.log_path = workdir / f"{name}.log"
+        config = workdir / "settings.json"
+        config.write_text(json.dumps(SETTINGS))
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "PHONEPATCH_REDIS_PREFIX": "scale",
+            "DEEPGRAM_API_KEY": API_KEY,
+            "DEEPGRAM_URL": deepgram_url,
+            "TWILIO_PHONE_NUMBER": "+15550001111",
+        }
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "phonepatch.services", role, "--port", str(self.port), "--config", str(config)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def wait_healthy(self, http: aiohttp.ClientSession) -> None:
+        async with asyncio.timeout(6 * TIMEOUT_S):
+            while True:
+                assert self.process.poll() is None, self.log_path.read_text()
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    def log_events(self) -> list[str]:
+        events = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                events.append(json.loads(line)["event"])
+            except (ValueError, KeyError):
+                continue
+        return events
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=3 * TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+class Deployment:
+    def __init__(self, redis: RedisServer, deepgram: FakeDeepgram, workdir: Path, http: aiohttp.ClientSession) -> None:
+        self.redis = redis
+        self.deepgram = deepgram
+        self.workdir = workdir
+        self.http = http
+        self.gateways: list[Gateway] = []
+        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def start(self, role: str) -> Gateway:
+        gateway = Gateway(role, self.redis.url, self.deepgram.url, self.workdir, f"{role}-{len(self.gateways)}")
+        self.gateways.append(gateway)
+        await gateway.wait_healthy(self.http)
+        return gateway
+
+    async def game(self, gateway: Gateway) -> GameClient:
+        game = await GameClient.connect(self.http, gateway.base_url + "/game")
+        self.sockets.append(game.ws)
+        return game
+
+    async def call(self, gateway: Gateway) -> FakeCall:
+        call = await FakeCall.dial(self.http, gateway.base_url + "/twilio")
+        self.sockets.append(call.ws)
+        return call
+
+    async def close(self) -> None:
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        for gateway in self.gateways:
+            gateway.stop()
+
+
+@pytest.fixture
+async def redis_server() -> AsyncIterator[RedisServer]:
+    """This test's own Redis: a test may kill or restart it."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+async def deployment(redis_server, deepgram, tmp_path) -> AsyncIterator[Deployment]:
+    async with aiohttp.ClientSession() as http:
+        deployment = Deployment(redis_server, deepgram, tmp_path, http)
+        try:
+            yield deployment
+        finally:
+            await deployment.close()
+
+
+@pytest.fixture
+async def redis_client(redis_server) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def patch_in(call: FakeCall, game: GameClient) -> None:
+    await call.press(game.code + "#")
+    assert await game.receive_text() == "connected"
+
+
+async def pool_state(client: aioredis.Redis) -> tuple[set[str], set[str]]:
+    """(free codes, leased codes) as Redis holds them."""
+    free = {member.decode() for member in await client.smembers("scale:pool")}
+    leases = await client.mget([f"{{scale:{code}}}:lease" for code in CODES])
+    return free, {code for code, lease in zip(CODES, leases, strict=True) if lease is not None}
+
+
+async def eventually(condition, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_every_call_reaches_its_own_game_across_processes(deployment):
+    games_gateways = [await deployment.start("game-gateway") for _ in range(2)]
+    call_gateways = [await deployment.start("twilio-gateway") for _ in range(2)]
+    games = [await deployment.game(games_gateways[n % 2]) for n in range(4)]
+    assert len({game.code for game in games}) == 4 and {game.code for game in games} <= set(CODES)
+    calls = [await deployment.call(call_gateways[n // 2]) for n in range(4)]  # every pairing of sides
+    for call, game in zip(calls, games, strict=True):
+        await patch_in(call, game)
+    for n, call in enumerate(calls):
+        await call.say(f"hello from caller {n}")
+    for n, game in enumerate(games):
+        assert await game.receive_transcript() == f"hello from caller {n}"
+    await calls[0].hang_up()
+    # the game keeps its code and takes the next call, on the other twilio-gateway this time
+    again = await deployment.call(call_gateways[1])
+    await patch_in(again, games[0])
+
+
+async def test_a_killed_game_gateway_s_codes_return_and_the_other_s_games_go_on(deployment, redis_client):
+    doomed, survivor = await deployment.start("game-gateway"), await deployment.start("game-gateway")
+    calls = await deployment.start("twilio-gateway")
+    lost = [await deployment.game(doomed) for _ in range(3)]
+    kept = [await deployment.game(survivor) for _ in range(2)]
+    free, leased = await pool_state(redis_client)
+    assert leased == {game.code for game in lost + kept} and free == set(CODES) - leased
+
+    doomed.process.kill()  # SIGKILL: no goodbye, no code given back
+    doomed.process.wait()
+
+    async def codes_back() -> bool:
+        free, leased = await pool_state(redis_client)
+        return leased == {game.code for game in kept} and free == set(CODES) - leased
+
+    await eventually(codes_back, LEASE_TTL_S + SWEEP_S + TIMEOUT_S)
+    call = await deployment.call(calls)
+    await patch_in(call, kept[0])
+    await call.say("still here")
+    assert await kept[0].receive_transcript() == "still here"
+
+
+async def test_a_redis_restart_loses_no_code_and_sessions_carry_on(deployment, redis_server, redis_client):
+    games_gateway = await deployment.start("game-gateway")
+    calls_gateway = await deployment.start("twilio-gateway")
+    patched, waiting = await deployment.game(games_gateway), await deployment.game(games_gateway)
+    call = await deployment.call(calls_gateway)
+    await patch_in(call, patched)
+
+    redis_server.stop()  # a restart without persistence: every key is gone
+    await asyncio.sleep(1.0)
+    redis_server.start()
+
+    async def recovered() -> bool:
+        try:
+            free, leased = await pool_state(redis_client)
+        except (OSError, aioredis.ConnectionError):
+            return False
+        return leased == {patched.code, waiting.code} and free == set(CODES) - leased
+
+    await eventually(recovered, 4 * TIMEOUT_S)
+
+    async def told_of_the_gap() -> bool:
+        return all("bus_reconnected" in gateway.log_events() for gateway in (games_gateway, calls_gateway))
+
+    await eventually(told_of_the_gap, 2 * TIMEOUT_S)
+    await call.say("after the restart")
+    assert await patched.receive_transcript() == "after the restart"
+    second = await deployment.call(calls_gateway)
+    await patch_in(second, waiting)
+    newcomer = await deployment.game(games_gateway)
+    assert newcomer.code not in {patched.code, waiting.code}
+    free, leased = await pool_state(redis_client)
+    assert not free & leased and free | leased == set(CODES)
