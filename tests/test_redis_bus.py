@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 from collections.abc import AsyncIterator, Iterator
 
@@ -212,7 +213,20 @@ class PoolMachine(RuleBasedStateMachine):
         return await RedisBus.start(connect_redis(self.url), CODES, quick(self.prefix, lease_ttl_s=60, claim_ttl_s=60))
 
     def _run(self, work):
-        return self.loop.run_until_complete(work)
+        """Run one step, bounded: a step that hangs fails with every task's stack, instead of
+        hanging Hypothesis's replays one after another."""
+
+        async def bounded():
+            step = asyncio.ensure_future(work)
+            done, _ = await asyncio.wait({step}, timeout=10)
+            if step in done:
+                return step.result()
+            stacks = io.StringIO()
+            step.print_stack(file=stacks)
+            step.cancel()
+            raise AssertionError("a step hung:\n" + stacks.getvalue())
+
+        return self.loop.run_until_complete(bounded())
 
     @rule(replica=st.integers(0, 2))
     def take(self, replica: int) -> None:

@@ -249,3 +249,23 @@ async def test_a_redis_restart_loses_no_code_and_sessions_carry_on(deployment, r
     assert newcomer.code not in {patched.code, waiting.code}
     free, leased = await pool_state(redis_client)
     assert not free & leased and free | leased == set(CODES)
+
+
+async def test_sigterm_closes_games_with_1001_tells_their_calls_and_gives_codes_back(deployment, redis_client):
+    leaving = await deployment.start("game-gateway")
+    calls = await deployment.start("twilio-gateway")
+    games = [await deployment.game(leaving) for _ in range(2)]
+    call = await deployment.call(calls)
+    await patch_in(call, games[0])
+
+    leaving.process.send_signal(signal.SIGTERM)
+    for game in games:
+        assert await game.wait_closed() == 1001
+    assert leaving.process.wait(timeout=3 * TIMEOUT_S) == 0
+    free, leased = await pool_state(redis_client)
+    assert free == set(CODES) and not leased  # at once, not after a lease TTL
+
+    async def call_told() -> bool:
+        return "game_left" in calls.log_events()
+
+    await eventually(call_told, TIMEOUT_S)

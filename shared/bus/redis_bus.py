@@ -69,6 +69,8 @@ T = TypeVar("T")
 
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 _SUBSCRIBE_TIMEOUT_S = 5.0
+_MAX_CONNECTIONS = 32  # per process, besides the pub/sub connection
+_BATCH = 256  # renewals per round trip
 _CLOSE_TIMEOUT_S = 3.0
 
 # KEYS: lease, claim. ARGV: holder. 1 when the code may go back to the pool: its lease (and claim)
@@ -117,7 +119,12 @@ def connect_redis(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
     Raises ``ConfigError`` for any other scheme."""
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
-        return aioredis.Redis.from_url(url, **options)
+        # A blocking pool: a burst (every game of a process leaving at once) waits for one of
+        # its connections instead of failing with MaxConnectionsError.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=_MAX_CONNECTIONS, timeout=10, **options)
+        client = aioredis.Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True
+        return client
     if scheme in ("redis+cluster", "rediss+cluster"):
         return RedisCluster.from_url(url.replace("+cluster", "", 1), **options)
     if scheme == "redis+sentinel":
@@ -184,6 +191,7 @@ class RedisBus(Bus):
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._node_readers: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
         self._takes = 0
         self._return = client.register_script(_RETURN)
         self._refresh = client.register_script(_REFRESH)
@@ -423,7 +431,7 @@ class RedisBus(Bus):
     async def _read_loop(self, source: Any = None) -> None:
         source = source or self._pubsub
         backoff_s = 0.05
-        while True:
+        while not self._closing:
             if source is self._pubsub and not self._routes and not self._confirmations:
                 self._routes_changed.clear()
                 await self._routes_changed.wait()
@@ -431,6 +439,8 @@ class RedisBus(Bus):
             try:
                 message = await source.get_message(timeout=1.0)
             except _CONNECTION_ERRORS as error:
+                if self._closing:
+                    return  # a cancellation that a client-side timeout turned into TimeoutError
                 if not self._gap:
                     log.warning("bus_connection_lost", error=type(error).__name__)
                 self._gap = True
@@ -477,12 +487,13 @@ class RedisBus(Bus):
     # -- upkeep --------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._settings.heartbeat_s)
             try:
                 await self.heartbeat()
             except _CONNECTION_ERRORS + (RedisError,) as error:
-                log.warning("bus_heartbeat_failed", error=type(error).__name__)
+                if not self._closing:
+                    log.warning("bus_heartbeat_failed", error=type(error).__name__)
 
     async def heartbeat(self) -> None:
         """Extend every lease and claim this process holds; tell the games whose lease is gone.
@@ -495,13 +506,11 @@ class RedisBus(Bus):
         epoch = self._epoch = await self._client.get(self._keys.seeded)
         held = list(self._held.items())
         claims = [(code, sid, seen) for code, (sid, seen) in self._claims.items()]
-        results = await asyncio.gather(
-            *(self._refresh(keys=[self._keys.lease(code)], args=[value, lease_ms, "1"]) for code, value in held),
-            *(
-                self._refresh(keys=[self._keys.claim(code)], args=[sid, claim_ms, "1" if seen != epoch else "0"])
-                for code, sid, seen in claims
-            ),
-        )
+        renewals = [
+            *((self._keys.lease(code), value, lease_ms, "1") for code, value in held),
+            *((self._keys.claim(code), sid, claim_ms, "1" if seen != epoch else "0") for code, sid, seen in claims),
+        ]
+        results = await self._renew(renewals)
         if 2 in results:
             log.warning("bus_leases_restored", count=results.count(2))
         for (code, value), kept in zip(held, results[: len(held)], strict=True):
@@ -518,20 +527,44 @@ class RedisBus(Bus):
             else:
                 del self._claims[code]
 
+    async def _renew(self, renewals: list[tuple[str, str, int, str]]) -> list[int]:
+        """Run the refresh script for each (key, holder, ttl, restore): pipelined on one server,
+        in bounded batches of single calls on a cluster (each key has its own slot)."""
+        results: list[int] = []
+        for start in range(0, len(renewals), _BATCH):
+            batch = renewals[start : start + _BATCH]
+            if self._cluster:
+                results += await asyncio.gather(
+                    *(self._refresh(keys=[key], args=[holder, ttl, restore]) for key, holder, ttl, restore in batch)
+                )
+                continue
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, holder, ttl, restore in batch:
+                    await self._refresh(keys=[key], args=[holder, ttl, restore], client=pipe)
+                results += await pipe.execute()
+        return results
+
     async def _sweep_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self._settings.sweep_s)
             try:
                 await self.sweep()
             except _CONNECTION_ERRORS + (RedisError,) as error:
-                log.warning("bus_sweep_failed", error=type(error).__name__)
+                if not self._closing:
+                    log.warning("bus_sweep_failed", error=type(error).__name__)
 
     async def close(self) -> None:
         """Stop the tasks, give back every code still held (bounded), close the connections."""
+        # The flag ends a loop whose cancellation a client-side timeout turned into TimeoutError
+        # (an OSError, which the loops survive); the wait is bounded whatever a task does.
+        self._closing = True
         tasks = [*self._tasks, *self._node_readers.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("bus_tasks_left_running", tasks=sorted(task.get_name() for task in stuck))
         self._tasks, self._node_readers = [], {}
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):

@@ -1,0 +1,271 @@
+"""Bus benchmark: transcripts across processes through Redis, and code churn through a game-gateway.
+
+Starts its own ``redis-server`` on a free loopback port and one ``phonepatch game-gateway``
+process (pinned to CPU 0 when there are two or more; everything else runs on the others).
+
+1. **Delivery**: ``--games`` v0 games connect to the game-gateway and are patched to a call; a
+   publisher process, standing for the twilio-gateways, publishes transcripts toward them through
+   Redis at ``--rate`` per second for ``--seconds``, in the bus's wire format, one pipeline per
+   millisecond, each stamped with CLOCK_MONOTONIC (system-wide); the games record receive time -
+   stamp. Target: p99 <= 2 ms at 10,000 transcripts/s, and every transcript delivered.
+2. **Churn**: ``--clients`` concurrent clients connect a game, read its number and code and
+   disconnect, as fast as they can for ``--seconds``. Target: >= 5,000 connects + disconnects per
+   second, and no code lost (the pool holds every code afterwards, no lease left).
+
+    python bench/bus.py                     # both, with the targets
+    python bench/bus.py --rate 2000 --only delivery
+
+Prints the figures and the machine's core count; exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_server import RedisServer, free_port  # noqa: E402
+
+from phonepatch.shared.bus import wire  # noqa: E402
+from phonepatch.shared.bus.events import CallConnected, TranscriptReady  # noqa: E402
+from phonepatch.shared.bus.keys import Keys  # noqa: E402
+from phonepatch.shared.codes import generated_codes  # noqa: E402
+from phonepatch.shared.speech import Transcript  # noqa: E402
+
+PREFIX = "bench"
+DELIVERY_P99_MS = 2.0
+DELIVERY_RATE = 10_000
+CHURN_PER_S = 5_000
+
+
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    if cpus is None or shutil.which("taskset") is None:
+        return command
+    return ["taskset", "-c", cpus, *command]
+
+
+def cpu_split() -> tuple[str | None, str | None]:
+    """(gateway CPUs, everyone else's) or (None, None) on one core."""
+    count = os.cpu_count() or 1
+    if count < 2:
+        return None, None
+    return "0", f"1-{count - 1}"
+
+
+class GameGateway:
+    def __init__(self, redis_url: str, codes_digits: int, cpus: str | None) -> None:
+        self.port = free_port()
+        self._config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump({"code_digits": codes_digits, "max_message_bytes": 65536, "queue_depth": 4096}, self._config)
+        self._config.close()
+        env = {**os.environ, "REDIS_URL": redis_url, "PHONEPATCH_REDIS_PREFIX": PREFIX, "PHONEPATCH_LOG_LEVEL": "warning"}
+        command = [sys.executable, "-m", "phonepatch.services", "game-gateway", "--port", str(self.port), "--config", self._config.name]
+        self.process = subprocess.Popen(pinned(command, cpus), env=env)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/game"
+
+    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
+        async with asyncio.timeout(60):
+            while True:
+                if self.process.poll() is not None:
+                    raise SystemExit("the game-gateway exited at start")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        os.unlink(self._config.name)
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+
+async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -> None:
+    """The publisher process: ``rate`` transcripts per second round-robin over ``codes``."""
+    client = aioredis.Redis.from_url(redis_url)
+    keys = Keys(PREFIX)
+    channels = [keys.game_channel(code) for code in codes]
+    per_tick, carry, sent = rate / 1000, 0.0, 0
+    start = time.monotonic()
+    tick = 0
+    while (now := time.monotonic()) - start < seconds:
+        carry += per_tick
+        count, carry = int(carry), carry - int(carry)
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                code_index = sent % len(codes)
+                stamp = time.monotonic_ns()
+                event = TranscriptReady(f"CA-bench-{codes[code_index]}", Transcript(text=str(stamp), is_final=True))
+                pipe.publish(channels[code_index], wire.encode(event))
+                sent += 1
+            if count:
+                await pipe.execute()
+        tick += 1
+        await asyncio.sleep(max(0.0, start + tick / 1000 - time.monotonic()))
+    await client.aclose()
+    print(json.dumps({"published": sent}), flush=True)
+
+
+async def delivery(http: aiohttp.ClientSession, gateway: GameGateway, redis_url: str, args, others: str | None) -> dict:
+    games = []
+    for _ in range(args.games):
+        ws = await http.ws_connect(gateway.url)
+        await ws.receive_str()
+        games.append((ws, await ws.receive_str()))
+    client = aioredis.Redis.from_url(redis_url)
+    keys = Keys(PREFIX)
+    for ws, code in games:
+        await client.publish(keys.game_channel(code), wire.encode(CallConnected(f"CA-bench-{code}")))
+    for ws, _ in games:
+        assert await ws.receive_str() == "connected"
+    await client.aclose()
+    latencies: list[int] = []
+
+    async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type is aiohttp.WSMsgType.TEXT:
+                stamp = int(orjson.loads(message.data)["channel"]["alternatives"][0]["transcript"])
+                latencies.append(time.monotonic_ns() - stamp)
+
+    readers = [asyncio.create_task(receive(ws)) for ws, _ in games]
+    cpu_before = gateway.cpu_seconds()
+    command = [sys.executable, __file__, "--role", "publisher", "--redis-url", redis_url,
+               "--rate", str(args.rate), "--seconds", str(args.seconds), "--codes", ",".join(code for _, code in games)]  # fmt: skip
+    publisher = await asyncio.create_subprocess_exec(*pinned(command, others), stdout=subprocess.PIPE)
+    out, _ = await publisher.communicate()
+    published = json.loads(out.decode().strip().splitlines()[-1])["published"]
+    await asyncio.sleep(0.5)
+    cpu = gateway.cpu_seconds() - cpu_before
+    for reader in readers:
+        reader.cancel()
+    for ws, _ in games:
+        await ws.close()
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] / 1e6, 3) if ordered else float("nan")
+
+    return {
+        "rate_per_s": args.rate,
+        "games": args.games,
+        "published": published,
+        "delivered": len(latencies),
+        "p50_ms": at(0.50),
+        "p99_ms": at(0.99),
+        "max_ms": at(1.0),
+        "gateway_cpu_us_per_transcript": round(cpu / max(1, len(latencies)) * 1e6, 1),
+    }
+
+
+# -- churn -------------------------------------------------------------------------------------
+
+
+async def churn(http: aiohttp.ClientSession, gateway: GameGateway, redis_url: str, args, pool_size: int) -> dict:
+    cycles = 0
+    refused = 0
+    deadline = time.monotonic() + args.seconds
+
+    async def client() -> None:
+        nonlocal cycles, refused
+        while time.monotonic() < deadline:
+            async with http.ws_connect(gateway.url) as ws:
+                number = await ws.receive()
+                code = await ws.receive()
+                if number.type is not aiohttp.WSMsgType.TEXT or code.type is not aiohttp.WSMsgType.TEXT:
+                    refused += 1
+                    continue
+            cycles += 1
+
+    cpu_before = gateway.cpu_seconds()
+    started = time.monotonic()
+    await asyncio.gather(*(client() for _ in range(args.clients)))
+    elapsed = time.monotonic() - started
+    cpu = gateway.cpu_seconds() - cpu_before
+    await asyncio.sleep(1.0)  # the last sessions end and give their codes back
+    redis_client = aioredis.Redis.from_url(redis_url)
+    keys = Keys(PREFIX)
+    free = await redis_client.scard(keys.pool)
+    leases = [key async for key in redis_client.scan_iter(match=f"{{{PREFIX}:*}}:lease", count=1000)]
+    await redis_client.aclose()
+    return {
+        "clients": args.clients,
+        "cycles": cycles,
+        "refused": refused,
+        "per_s": round(cycles / elapsed),
+        "gateway_cpu_us_per_cycle": round(cpu / max(1, cycles) * 1e6, 1),
+        "pool_size": pool_size,
+        "free_after": free,
+        "leases_after": len(leases),
+    }
+
+
+async def main_async(args) -> int:
+    gateway_cpus, others = cpu_split()
+    print(f"machine: {os.cpu_count()} cores; game-gateway on CPU {gateway_cpus or 'any'}", flush=True)
+    server = RedisServer().start()
+    gateway = GameGateway(server.url, 4, gateway_cpus)
+    pool_size = len(generated_codes(4))
+    missed = False
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await gateway.wait_ready(http)
+            if args.only in (None, "delivery"):
+                result = await delivery(http, gateway, server.url, args, others)
+                ok = result["p99_ms"] <= DELIVERY_P99_MS and result["delivered"] == result["published"]
+                ok = ok and args.rate >= DELIVERY_RATE
+                print(json.dumps({"delivery": result, "target": f"p99 <= {DELIVERY_P99_MS} ms at {DELIVERY_RATE}/s", "met": ok}), flush=True)
+                missed |= not ok
+            if args.only in (None, "churn"):
+                result = await churn(http, gateway, server.url, args, pool_size)
+                ok = result["per_s"] >= CHURN_PER_S and result["free_after"] == pool_size and result["leases_after"] == 0
+                print(json.dumps({"churn": result, "target": f">= {CHURN_PER_S}/s, no code lost", "met": ok}), flush=True)
+                missed |= not ok
+    finally:
+        gateway.stop()
+        server.close()
+    print("TARGETS MISSED" if missed else "targets met", flush=True)
+    return 1 if missed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=DELIVERY_RATE, help="transcripts per second")
+    parser.add_argument("--games", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=64, help="concurrent connect/disconnect loops")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--only", choices=["delivery", "churn"])
+    parser.add_argument("--role", choices=["publisher"], help=argparse.SUPPRESS)
+    parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--codes", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "publisher":
+        asyncio.run(publish(args.redis_url, args.codes.split(","), args.rate, args.seconds))
+        return 0
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
