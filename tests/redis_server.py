@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-__all__ = ["RedisCluster3", "RedisServer", "free_port", "redis_binary"]
+__all__ = ["RedisCluster3", "RedisSentinel", "RedisServer", "free_port", "redis_binary"]
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -127,3 +127,47 @@ class RedisCluster3:
         for node in self.nodes:
             node.close()
 
+
+
+class RedisSentinel:
+    """A master and one sentinel watching it (``redis-server --sentinel``) as service ``phonepatch``."""
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.port = free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="phonepatch-sentinel-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/phonepatch"
+
+    def start(self) -> RedisSentinel:
+        self.master.start()
+        config = f"{self._dir.name}/sentinel.conf"
+        with open(config, "w") as file:
+            file.write(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self._dir.name}\n"
+                f"sentinel monitor phonepatch 127.0.0.1 {self.master.port} 1\n"
+            )
+        self.process = subprocess.Popen(
+            [redis_binary(), config, "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reply = subprocess.run(
+                [redis_binary("redis-cli"), "-p", str(self.port), "sentinel", "get-master-addr-by-name", "phonepatch"],
+                capture_output=True, text=True, timeout=5,
+            )  # fmt: skip
+            if str(self.master.port) in reply.stdout:
+                return self
+            time.sleep(0.05)
+        self.close()
+        raise RuntimeError("the test sentinel did not come up")
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.master.close()
+        self._dir.cleanup()

@@ -14,7 +14,7 @@ from phonepatch.shared.config import RedisSettings
 from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, GameLeft, GameText, TranscriptReady
 from phonepatch.shared.errors import PoolExhaustedError, UnknownCodeError
 from phonepatch.shared.speech import Transcript
-from redis_server import RedisCluster3, RedisServer
+from redis_server import RedisCluster3, RedisSentinel, RedisServer
 
 CODES = ("1", "2", "3")
 
@@ -37,7 +37,19 @@ def cluster_url() -> Iterator[str]:
         cluster.close()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster"])
+@pytest.fixture(scope="module")
+def sentinel_url() -> Iterator[str]:
+    sentinel = RedisSentinel().start()
+    try:
+        yield sentinel.url
+    finally:
+        sentinel.close()
+
+
+_URL_FIXTURES = {"redis": "redis_url", "redis-cluster": "cluster_url", "redis-sentinel": "sentinel_url"}
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "redis-sentinel"])
 async def make_bus(request) -> AsyncIterator[Callable[[tuple[str, ...]], Awaitable[Bus]]]:
     """Factory of buses over a given pool; each bus is closed after the test. Redis buses of one
     test share a prefix of their own, as replicas of one deployment do."""
@@ -48,7 +60,7 @@ async def make_bus(request) -> AsyncIterator[Callable[[tuple[str, ...]], Awaitab
         if request.param == "memory":
             made.append(MemoryBus(codes))
         else:
-            url = request.getfixturevalue("redis_url" if request.param == "redis" else "cluster_url")
+            url = request.getfixturevalue(_URL_FIXTURES[request.param])
             made.append(await RedisBus.start(connect_redis(url), codes, RedisSettings(prefix=prefix, lease_ttl_s=1.0, heartbeat_s=0.1, sweep_s=0.2, claim_ttl_s=1.0)))
         return made[-1]
 

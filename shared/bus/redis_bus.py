@@ -580,6 +580,10 @@ class RedisBus(Bus):
             await self._pubsub.aclose()
         with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
             await self._client.aclose()
+        manager = getattr(getattr(self._client, "connection_pool", None), "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):  # the connections that found the master
+            with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+                await sentinel.aclose()
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
