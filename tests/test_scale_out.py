@@ -269,3 +269,29 @@ async def test_sigterm_closes_games_with_1001_tells_their_calls_and_gives_codes_
         return "game_left" in calls.log_events()
 
     await eventually(call_told, TIMEOUT_S)
+
+
+async def test_serve_with_a_redis_url_runs_both_sides_on_redis(deployment, redis_client):
+    both = await deployment.start("serve")
+    game = await deployment.game(both)
+    free, leased = await pool_state(redis_client)
+    assert leased == {game.code} and free == set(CODES) - {game.code}
+    call = await deployment.call(both)
+    await patch_in(call, game)
+    await call.say("one process")
+    assert await game.receive_transcript() == "one process"
+
+
+async def test_sigterm_on_a_twilio_gateway_ends_its_calls_and_frees_their_games(deployment):
+    games_gateway = await deployment.start("game-gateway")
+    leaving, staying = await deployment.start("twilio-gateway"), await deployment.start("twilio-gateway")
+    game = await deployment.game(games_gateway)
+    call = await deployment.call(leaving)
+    await patch_in(call, game)
+
+    leaving.process.send_signal(signal.SIGTERM)
+    await call.wait_closed()
+    assert leaving.process.wait(timeout=3 * TIMEOUT_S) == 0
+    # the game was told and takes the next call at once (no claim left to expire)
+    again = await deployment.call(staying)
+    await patch_in(again, game)

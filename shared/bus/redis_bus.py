@@ -53,7 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.base import Bus
-from phonepatch.shared.bus.events import BusGap, CallEvent, CodeLost, GameEvent
+from phonepatch.shared.bus.events import BusGap, CallEnded, CallEvent, CodeLost, GameEvent
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.queue import SessionQueue
 from phonepatch.shared.config import RedisSettings
@@ -555,7 +555,8 @@ class RedisBus(Bus):
                     log.warning("bus_sweep_failed", error=type(error).__name__)
 
     async def close(self) -> None:
-        """Stop the tasks, give back every code still held (bounded), close the connections."""
+        """Stop the tasks, give back every code and claim still held (bounded), close the
+        connections."""
         # The flag ends a loop whose cancellation a client-side timeout turned into TimeoutError
         # (an OSError, which the loops survive); the wait is bounded whatever a task does.
         self._closing = True
@@ -571,8 +572,11 @@ class RedisBus(Bus):
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 for code in list(self._held):
                     await self.return_code(code)
+                for code, (call_sid, _) in list(self._claims.items()):  # calls whose end did not
+                    if await self.release_claim(code, call_sid):  # get as far as releasing them
+                        await self.publish_to_game(code, CallEnded(call_sid, "server shutting down"))
                 await asyncio.gather(*self._background, return_exceptions=True)
-        except (TimeoutError, *_CONNECTION_ERRORS, RedisError) as error:
+        except (TimeoutError, BusError, *_CONNECTION_ERRORS, RedisError) as error:
             log.warning("bus_codes_left_to_expire", count=len(self._held), error=type(error).__name__)
         await self._close_client()
 
