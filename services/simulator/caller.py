@@ -161,6 +161,9 @@ def caller_ears(executor: Executor) -> PocketSphinxProvider:
     return PocketSphinxProvider(executor, EARS_TUNING)
 
 
+_HEARINGS = itertools.count()
+
+
 async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> str:
     """Final transcripts of ``mulaw`` with the recogniser restricted to ``phrases`` (or free)."""
     return " ".join(await transcribe_finals(stt, mulaw, phrases))
@@ -169,7 +172,11 @@ async def transcribe(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | N
 async def transcribe_finals(stt: SpeechToText, mulaw: bytes, phrases: Sequence[str] | None) -> list[str]:
     """Each final transcript of ``mulaw``, with the recogniser restricted to ``phrases`` (or free)."""
     texts: list[str] = []
-    async with stt.session(call_sid="simulator") as session:
+    # A session name of its own each time: the recogniser's dither is seeded by it, so that each
+    # hearing meets other noise, as a person hearing the same words again would. With one name
+    # for all, a misheard read-back ("eight eight one nine" as "six six one nine") was misheard the
+    # same way on every try.
+    async with stt.session(call_sid=f"simulator-{next(_HEARINGS)}") as session:
         await session.expect(phrases)
         for frame in frames_of(mulaw + b"\xff" * 8000):  # a second of silence ends the utterance
             await session.send_audio(frame)
