@@ -37,6 +37,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_server import RedisServer, free_port  # noqa: E402
+from serving import wait_healthy  # noqa: E402
 
 from phonepatch.shared.bus import wire  # noqa: E402
 from phonepatch.shared.bus.events import CallConnected, TranscriptReady  # noqa: E402
@@ -79,16 +80,7 @@ class GameGateway:
         return f"ws://127.0.0.1:{self.port}/game"
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
-        async with asyncio.timeout(60):
-            while True:
-                if self.process.poll() is not None:
-                    raise SystemExit("the game-gateway exited at start")
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+        await wait_healthy(http, self.port, self.process)
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,17 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 
 from phonepatch.shared.logs import configure_logging
+from serving import free_port, wait_healthy
 
 from phonepatch.services.simulator.phone import PhoneSimulator
 from phonepatch.shared.providers.espeak import synthesize_mulaw
 
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def talk(http: aiohttp.ClientSession, url: str, phrases: list[bytes], stop: asyncio.Event) -> None:
@@ -63,13 +57,7 @@ async def main_async(calls: int, seconds: float) -> dict[str, float]:
     server = subprocess.Popen([sys.executable, "-m", "phonepatch.services", "serve", "--port", str(port)], env=env)
     try:
         async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                            break
-                    except aiohttp.ClientConnectorError:
-                        await asyncio.sleep(0.1)
+            await wait_healthy(http, port, server)
             with ThreadPoolExecutor(1) as executor:
                 loop = asyncio.get_running_loop()
                 phrases = [await loop.run_in_executor(executor, synthesize_mulaw, text) for text in ("forty two", "seven three", "banana split")]

@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from phonepatch.shared.logs import configure_logging
+from serving import free_port, wait_healthy
 
 from phonepatch.services.simulator.caller import Caller, caller_ears
 from phonepatch.services.simulator.phone import PhoneSimulator
@@ -77,12 +77,6 @@ class Run:
         }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """``phonepatch serve`` in its own process, as it is deployed."""
 
@@ -106,14 +100,7 @@ class Server:
         )
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
-        async with asyncio.timeout(60):
-            while True:
-                try:
-                    async with http.get(f"http://127.0.0.1:{self.port}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectorError:
-                    await asyncio.sleep(0.1)
+        await wait_healthy(http, self.port, self.process)
 
     def stop(self) -> None:
         self.process.terminate()

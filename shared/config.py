@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from phonepatch.shared.bus.keys import Keys
+from phonepatch.shared.bus.keys import PREFIX_RULE, is_valid_prefix
 from phonepatch.shared.codes import generated_codes
 from phonepatch.shared.errors import ConfigError
 
@@ -209,10 +209,8 @@ def _redis_url(key: str, value: Any) -> Secret | None:
 
 def _redis_prefix(key: str, value: Any) -> str:
     prefix = _str(key, value)
-    try:
-        Keys(prefix)
-    except ConfigError as error:
-        raise ConfigError(f"{key}: {str(error).split(': ', 1)[1]}") from None
+    if not is_valid_prefix(prefix):
+        raise ConfigError(f"{key}: {PREFIX_RULE}")
     return prefix
 
 

@@ -19,9 +19,8 @@ from redis_server import RedisCluster3, RedisSentinel, RedisServer
 CODES = ("1", "2", "3")
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    server = RedisServer().start()
+def _running(server: RedisServer | RedisCluster3 | RedisSentinel) -> Iterator[str]:
+    server.start()
     try:
         yield server.url
     finally:
@@ -29,21 +28,18 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    yield from _running(RedisServer())
+
+
+@pytest.fixture(scope="module")
 def cluster_url() -> Iterator[str]:
-    cluster = RedisCluster3().start()
-    try:
-        yield cluster.url
-    finally:
-        cluster.close()
+    yield from _running(RedisCluster3())
 
 
 @pytest.fixture(scope="module")
 def sentinel_url() -> Iterator[str]:
-    sentinel = RedisSentinel().start()
-    try:
-        yield sentinel.url
-    finally:
-        sentinel.close()
+    yield from _running(RedisSentinel())
 
 
 _URL_FIXTURES = {"redis": "redis_url", "redis-cluster": "cluster_url", "redis-sentinel": "sentinel_url"}

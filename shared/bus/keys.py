@@ -20,10 +20,16 @@ from dataclasses import dataclass
 
 from phonepatch.shared.errors import ConfigError
 
-__all__ = ["DEFAULT_PREFIX", "Keys"]
+__all__ = ["DEFAULT_PREFIX", "PREFIX_RULE", "Keys", "is_valid_prefix"]
 
 DEFAULT_PREFIX = "phonepatch"
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+PREFIX_RULE = "expected 1..64 letters, digits or _ . : -"
+
+
+def is_valid_prefix(prefix: str) -> bool:
+    """No braces (they would break the hash tags) and nothing a key name would misread."""
+    return bool(_PREFIX.match(prefix))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +39,8 @@ class Keys:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not _PREFIX.match(self.prefix):
-            raise ConfigError("redis_prefix: expected 1..64 letters, digits or _ . : -")
+        if not is_valid_prefix(self.prefix):
+            raise ConfigError(f"redis_prefix: {PREFIX_RULE}")
 
     @property
     def pool(self) -> str:

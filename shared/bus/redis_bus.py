@@ -222,8 +222,10 @@ class RedisBus(Bus):
             await bus._close_client()
             raise BusError(f"redis: cannot reach the server: {error}") from None
         bus._tasks = [
-            asyncio.create_task(bus._heartbeat_loop(), name="bus-heartbeat"),
-            asyncio.create_task(bus._sweep_loop(), name="bus-sweeper"),
+            asyncio.create_task(
+                bus._every(bus._settings.heartbeat_s, bus.heartbeat, "bus_heartbeat_failed"), name="bus-heartbeat"
+            ),
+            asyncio.create_task(bus._every(bus._settings.sweep_s, bus.sweep, "bus_sweep_failed"), name="bus-sweeper"),
         ]
         if not bus._cluster:
             bus._tasks.append(asyncio.create_task(bus._read_loop(), name="bus-reader"))
@@ -262,10 +264,9 @@ class RedisBus(Bus):
             return
         self._claims.pop(code, None)
         # Shielded: a session cancelled while it gives its code back still gives it back.
-        try:
+        # A failure is logged by the task; the lease then expires and the sweeper gives the code back.
+        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
             await asyncio.shield(self._spawn(self._give_back(code, value)))
-        except (*_CONNECTION_ERRORS, RedisError):
-            pass  # logged by the task; the lease expires and the sweeper gives the code back
 
     async def _give_back(self, code: str, value: str) -> None:
         returned = await self._return(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value])
@@ -487,14 +488,15 @@ class RedisBus(Bus):
 
     # -- upkeep --------------------------------------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
+    async def _every(self, seconds: float, work: Callable[[], Awaitable[object]], failure: str) -> None:
+        """Run ``work`` every ``seconds`` until the bus closes; a Redis error is logged, not fatal."""
         while not self._closing:
-            await asyncio.sleep(self._settings.heartbeat_s)
+            await asyncio.sleep(seconds)
             try:
-                await self.heartbeat()
+                await work()
             except _CONNECTION_ERRORS + (RedisError,) as error:
                 if not self._closing:
-                    log.warning("bus_heartbeat_failed", error=type(error).__name__)
+                    log.warning(failure, error=type(error).__name__)
 
     async def heartbeat(self) -> None:
         """Extend every lease and claim this process holds; tell the games whose lease is gone.
@@ -544,15 +546,6 @@ class RedisBus(Bus):
                     await self._refresh(keys=[key], args=[holder, ttl, restore], client=pipe)
                 results += await pipe.execute()
         return results
-
-    async def _sweep_loop(self) -> None:
-        while not self._closing:
-            await asyncio.sleep(self._settings.sweep_s)
-            try:
-                await self.sweep()
-            except _CONNECTION_ERRORS + (RedisError,) as error:
-                if not self._closing:
-                    log.warning("bus_sweep_failed", error=type(error).__name__)
 
     async def close(self) -> None:
         """Stop the tasks, give back every code and claim still held (bounded), close the
