@@ -29,7 +29,8 @@ def build_stt(settings: Settings, *, executor: Executor, http: aiohttp.ClientSes
         return DeepgramLive(settings.deepgram, http)
     from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
 
-    return PocketSphinxProvider(executor)
+    processes = settings.speech.stt_processes
+    return PocketSphinxProvider(executor=executor if processes == 0 else None, processes=processes)
 
 
 def build_tts(settings: Settings, *, executor: Executor) -> TextToSpeech | None:

@@ -7,6 +7,7 @@ Only ``services`` reads the environment and the command line; they hand the raw 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "SpeechSettings",
     "TwilioSettings",
     "build_settings",
+    "default_stt_processes",
     "read_config_file",
 ]
 
@@ -83,6 +85,11 @@ class DeepgramSettings:
     close_timeout_s: float = 3.0
 
 
+def default_stt_processes() -> int:
+    """Offline recognition processes by default: a core is left to the event loop; 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechSettings:
     """Which speech engines run, and how careful code entry is."""
@@ -91,7 +98,10 @@ class SpeechSettings:
     tts: str = "espeak"
     voice: str = "en-us"
     rate_wpm: int = 175
-    workers: int = 2
+    workers: int = 2  # threads for speech synthesis (and recognition when stt_processes is 0)
+    # Offline recognition runs in processes of its own, so that it never stalls the event loop;
+    # 0 runs it in the server's threads instead (less memory, but up to ~0.5 s stalls).
+    stt_processes: int = field(default_factory=default_stt_processes)
     confirm_below: float = 0.9  # spoken codes heard with less confidence are read back first
     max_attempts: int = 3
     confirm_timeout_s: float = 8.0
@@ -169,6 +179,13 @@ def _count(key: str, value: Any) -> int:
     number = _int(key, value)
     if number < 1:
         raise ConfigError(f"{key}: expected a positive integer, got {value!r}")
+    return number
+
+
+def _count_or_zero(key: str, value: Any) -> int:
+    number = _int(key, value)
+    if number < 0:
+        raise ConfigError(f"{key}: expected 0 or a positive integer, got {value!r}")
     return number
 
 
@@ -287,6 +304,7 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "tts_voice": ("speech", "voice", _str, None),
     "tts_rate_wpm": ("speech", "rate_wpm", _count, None),
     "speech_workers": ("speech", "workers", _count, None),
+    "stt_processes": ("speech", "stt_processes", _count_or_zero, "PHONEPATCH_STT_PROCESSES"),
     "confirm_below": ("speech", "confirm_below", _fraction, None),
     "max_attempts": ("speech", "max_attempts", _count, None),
     "confirm_timeout_s": ("speech", "confirm_timeout_s", _seconds, None),

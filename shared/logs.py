@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-__all__ = ["configure_logging", "mask_phone_number", "redact", "get_logger"]
+__all__ = ["configure_logging", "configured_level", "mask_phone_number", "redact", "get_logger"]
 
 _SECRET_KEY = re.compile(r"(api_?key|auth_?token|token|secret|password|authorization)", re.I)
 _PHONE_KEY = re.compile(
@@ -24,6 +24,7 @@ _PHONE_KEY = re.compile(
 # E.164 numbers (Twilio's From/To) and the same written with spaces or dashes.
 _PHONE_TEXT = re.compile(r"\+\d[\d\s().-]{5,18}\d")
 _MASK = "**********"
+_configured_level = "info"
 
 
 def mask_phone_number(number: str) -> str:
@@ -56,6 +57,8 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog for this process: JSON lines, or colours when stderr is a terminal."""
+    global _configured_level
+    _configured_level = level
     out = stream or sys.stderr
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -77,6 +80,11 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+
+
+def configured_level() -> str:
+    """The level ``configure_logging`` last set here: child processes log at the same one."""
+    return _configured_level
 
 
 def get_logger(name: str) -> Any:

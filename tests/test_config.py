@@ -92,6 +92,11 @@ class TestLayering:
         assert settings.log_level == "debug"
         assert settings.limits.max_message_bytes == 1024
 
+    def test_recognition_processes_leave_a_core_to_the_loop_and_zero_means_threads(self) -> None:
+        assert 1 <= Settings().speech.stt_processes <= 4
+        assert build_settings(environ={"PHONEPATCH_STT_PROCESSES": "0"}).speech.stt_processes == 0
+        assert build_settings(file_values={"stt_processes": 3}).speech.stt_processes == 3
+
     def test_file_values_reach_nested_sections(self) -> None:
         settings = build_settings(
             file_values={
@@ -149,6 +154,7 @@ class TestErrorsNameTheKey:
             ({"PHONEPATCH_LOG_LEVEL": "loud"}, "PHONEPATCH_LOG_LEVEL"),
             ({"DEEPGRAM_URL": "https://api.deepgram.com/v1/listen"}, "DEEPGRAM_URL"),
             ({"PHONEPATCH_MAX_MESSAGE_BYTES": "lots"}, "PHONEPATCH_MAX_MESSAGE_BYTES"),
+            ({"PHONEPATCH_STT_PROCESSES": "-1"}, "PHONEPATCH_STT_PROCESSES"),
         ],
     )
     def test_bad_environment_value_names_the_variable(self, environ: dict[str, str], name: str) -> None:

@@ -36,7 +36,7 @@ async def offline_server(start_server, offline_settings):
 @pytest.fixture
 def ears():
     with ThreadPoolExecutor(2) as executor:
-        yield executor, PocketSphinxProvider(executor)
+        yield executor, PocketSphinxProvider(executor=executor)
 
 
 def twilio_url(server) -> str:

@@ -24,11 +24,14 @@ TIMEOUT_S = 10.0 * float(os.environ.get("PHONEPATCH_TEST_TIME_SCALE", "1"))
 CODES = ["forty two", "seventeen", "banana", "yes", "no"]
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[PocketSphinxProvider]:
-    """One provider for the module, so later tests reuse the decoders earlier ones built."""
+@pytest.fixture(scope="module", params=["threads", "process"])
+def provider(request) -> Iterator[PocketSphinxProvider]:
+    """One provider for the module, so later tests reuse the decoders earlier ones built: its
+    engine in this process's threads, or in an engine process."""
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="stt") as executor:
-        yield PocketSphinxProvider(executor)
+        made = PocketSphinxProvider(executor=executor if request.param == "threads" else None)
+        yield made
+        asyncio.run(made.close())
 
 
 def spoken(*texts: str, pause_ms: int = 1000) -> bytes:
@@ -170,7 +173,7 @@ class TestFreeSpeech:
     async def test_interim_transcripts_come_before_their_final(self, provider):
         tuning = PocketSphinxTuning(interim_interval_s=0.2)
         with ThreadPoolExecutor(max_workers=1) as executor:
-            interim_provider = PocketSphinxProvider(executor, tuning)
+            interim_provider = PocketSphinxProvider(tuning, executor=executor)
             async with interim_provider.session(call_sid="CA1") as session:
                 events = await run_call(session, spoken("i want to play the game"))
         check_utterance_shape(events)
@@ -209,7 +212,7 @@ class TestStream:
     async def test_an_engine_failure_ends_events_with_provider_error(self):
         executor = ThreadPoolExecutor(max_workers=1)
         try:
-            failing_provider = PocketSphinxProvider(executor)
+            failing_provider = PocketSphinxProvider(executor=executor)
             async with failing_provider.session(call_sid="CA1") as session:
                 executor.shutdown()  # the next engine job cannot run
                 await session.send_audio(silence(20))
@@ -226,20 +229,25 @@ class TestLoading:
     def test_an_unknown_decoder_option_names_the_package(self):
         tuning = PocketSphinxTuning(decoder_options={"no_such_option": 1})
         with ThreadPoolExecutor(max_workers=1) as executor, pytest.raises(ProviderError, match="pocketsphinx"):
-            PocketSphinxProvider(executor, tuning)
+            PocketSphinxProvider(tuning, executor=executor)
 
     def test_a_missing_model_names_the_package(self, tmp_path):
         tuning = PocketSphinxTuning(decoder_options={"hmm": str(tmp_path / "missing")})
         with ThreadPoolExecutor(max_workers=1) as executor, pytest.raises(ProviderError, match="pocketsphinx"):
-            PocketSphinxProvider(executor, tuning)
+            PocketSphinxProvider(tuning, executor=executor)
 
-    async def test_a_broken_model_fails_when_the_decoder_loads(self, tmp_path):
+    @pytest.mark.parametrize("where", ["threads", "process"])
+    async def test_a_broken_model_fails_when_the_decoder_loads(self, tmp_path, where):
         broken = tmp_path / "broken.lm"
         broken.write_text("this is not a language model\n")
+        tuning = PocketSphinxTuning(decoder_options={"lm": str(broken)})
         with ThreadPoolExecutor(max_workers=1) as executor:
-            provider = PocketSphinxProvider(executor, PocketSphinxTuning(decoder_options={"lm": str(broken)}))
-            with pytest.raises(ProviderError, match="pocketsphinx: cannot load"):
-                await provider.warm_up()
-            with pytest.raises(ProviderError, match="pocketsphinx: cannot load"):
-                async with provider.session(call_sid="CA1"):
-                    pass
+            provider = PocketSphinxProvider(tuning, executor=executor if where == "threads" else None)
+            try:
+                with pytest.raises(ProviderError, match="pocketsphinx: cannot load"):
+                    await provider.warm_up()
+                with pytest.raises(ProviderError, match="pocketsphinx: cannot load"):
+                    async with provider.session(call_sid="CA1"):
+                        pass
+            finally:
+                await provider.close()

@@ -47,11 +47,14 @@ def build_app(settings: Settings, *, games: bool = True, calls: bool = True) -> 
             with ThreadPoolExecutor(settings.speech.workers, thread_name_prefix="speech") as executor:
                 async with aiohttp.ClientSession() as http:
                     stt = build_stt(settings, executor=executor, http=http)
-                    await stt.warm_up()
-                    tts = build_tts(settings, executor=executor)
-                    log.info("speech_providers", stt=stt.name, tts=tts.name if tts else "none")
-                    app[GATEWAY] = Gateway(settings=settings, bus=bus, stt=stt, tts=tts)
-                    yield
+                    try:
+                        await stt.warm_up()
+                        tts = build_tts(settings, executor=executor)
+                        log.info("speech_providers", stt=stt.name, tts=tts.name if tts else "none")
+                        app[GATEWAY] = Gateway(settings=settings, bus=bus, stt=stt, tts=tts)
+                        yield
+                    finally:
+                        await stt.close()
 
     app.cleanup_ctx.append(gateway_ctx)
     app.on_shutdown.append(close_sockets)

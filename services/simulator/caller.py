@@ -158,7 +158,7 @@ EARS_TUNING = PocketSphinxTuning(endpoint_window_s=1.0, grammar_preroll_s=1.2)
 
 def caller_ears(executor: Executor) -> PocketSphinxProvider:
     """The offline recogniser a simulated caller hears with."""
-    return PocketSphinxProvider(executor, EARS_TUNING)
+    return PocketSphinxProvider(EARS_TUNING, executor=executor)
 
 
 _HEARINGS = itertools.count()

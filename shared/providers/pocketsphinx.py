@@ -8,20 +8,25 @@ utterances by ``pocketsphinx.Endpointer``. Speech, with a little audio either si
 tree, see ``jsgf_rule``); a grammar search that stops short of a whole phrase yields an empty final
 rather than a fragment.
 
-Threading: all engine work runs through ``loop.run_in_executor``, one job at a time per session, in
-order. The Cython bindings hold the GIL inside every engine call, so a thread pool keeps the loop
-free only between calls: the longest single call (building a decoder, ~0.5 s; ending a long
-free-speech utterance, tens of ms) is how long the loop can stall. Hence decoders are built once
-and reused, audio goes to the decoder 10 ms per call, and utterances are capped at
-``max_utterance_s``. For the same reason all sessions of a process share one core for decoding.
+Processes: the Cython bindings hold the GIL inside every engine call, and the longest calls
+(building a decoder, ~0.5 s; ending a long free-speech utterance, tens of ms) would stall every
+socket of the process. So by default the engine runs in worker processes of its own
+(``phonepatch.shared.providers.workers``), each with its decoders and the recognisers of the calls
+given to it, one job at a time; a call's audio and commands reach it in order. A crashed engine
+process ends the sessions it held with ``ProviderError`` and is replaced for the next call. With an
+executor instead (the simulated caller's ears, tests), the engine runs in this process's threads:
+decoders are then built once and reused, and audio goes to the decoder 10 ms per call, so that
+no single call holds the GIL for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 import re
+import threading
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -36,6 +41,7 @@ from phonepatch.shared.codes import NUMBER_WORDS
 from phonepatch.shared.errors import ProviderError
 from phonepatch.shared.logs import get_logger
 from phonepatch.shared.providers.stt import SpeechSession, SpeechToText
+from phonepatch.shared.providers.workers import ProcessWorker, ThreadWorker, Worker, WorkerGone
 from phonepatch.shared.speech import SpeechEvent, SpeechStarted, Transcript, UtteranceEnd, Word
 
 __all__ = ["PocketSphinxProvider", "PocketSphinxSession", "PocketSphinxTuning", "jsgf_rule"]
@@ -108,8 +114,13 @@ class _Expect:
     phrases: tuple[str, ...] | None
 
 
-_FINISH = object()  # inbox marker: no more audio
-_END = object()  # events marker: the session is over
+class _Marker(enum.Enum):  # an enum member stays itself when pickled to an engine process
+    FINISH = "finish"  # inbox: no more audio
+    END = "end"  # events: the session is over
+
+
+_FINISH = _Marker.FINISH
+_END = _Marker.END
 
 
 class _Recognizer:
@@ -150,13 +161,15 @@ class _Recognizer:
                 self._finish(events)
         return events
 
-    def reset(self) -> None:
-        """Make the decoder fit for another call: free speech, no grammars, fresh feature state."""
+    def reset(self) -> Any:
+        """Make the decoder fit for another call (free speech, no grammars, fresh feature state)
+        and hand it back."""
         self._decoder.activate_search()
         if self._grammar is not None:
             self._decoder.remove_search(self._grammar[1])
             self._grammar = None
         self._decoder.reinit_feat()
+        return self._decoder
 
     def _feed(self, pcm: np.ndarray, events: list[SpeechEvent]) -> None:
         # Noise goes in after upsampling, so it also fills the empty band above 4 kHz that the
@@ -432,14 +445,72 @@ def _normalise_phrases(phrases: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(" ".join(phrase.lower().split()) for phrase in phrases if phrase.strip())
 
 
+class _Engine:
+    """The decoders of one worker and the recognisers of the calls given to it. Blocking: its
+    methods run in a worker, one call at a time per session; sessions are named by ``key``."""
+
+    def __init__(self, config_json: str, tuning: PocketSphinxTuning) -> None:
+        self._engine = _import_engine()
+        self._config_json = config_json
+        self._tuning = tuning
+        self._idle: list[Any] = []  # decoders ready for a call
+        self._recognizers: dict[str, _Recognizer] = {}
+        self._lock = threading.Lock()  # a thread worker runs several sessions at once
+
+    def warm_up(self, decoders: int) -> None:
+        while self._idle_count() < decoders:
+            decoder = self._new_decoder()
+            with self._lock:
+                self._idle.append(decoder)
+
+    def open(self, key: str, seed: int) -> None:
+        with self._lock:
+            decoder = self._idle.pop() if self._idle else None
+        recognizer = _Recognizer(decoder or self._new_decoder(), _build_endpointer(self._engine, self._tuning), self._tuning, seed)
+        with self._lock:
+            self._recognizers[key] = recognizer
+
+    def handle(self, key: str, batch: Sequence[object]) -> list[SpeechEvent]:
+        return self._recognizers[key].handle(batch)
+
+    def close(self, key: str, reusable: bool) -> None:
+        """Forget a session; keep its decoder for another call when it ended cleanly."""
+        with self._lock:
+            recognizer = self._recognizers.pop(key, None)
+        if recognizer is None or not reusable or self._idle_count() >= self._tuning.max_idle_decoders:
+            return
+        try:
+            decoder = recognizer.reset()
+        except (RuntimeError, KeyError, ValueError) as error:
+            log.warning("decoder_reset_failed", provider="pocketsphinx", error=type(error).__name__)
+            return
+        with self._lock:
+            self._idle.append(decoder)
+
+    def open_sessions(self) -> int:
+        with self._lock:
+            return len(self._recognizers)
+
+    def _idle_count(self) -> int:
+        with self._lock:
+            return len(self._idle)
+
+    def _new_decoder(self) -> Any:
+        try:
+            # A copy per decoder: initialisation writes the model's parameters into its config.
+            return self._engine.Decoder(self._engine.Config.parse_json(self._config_json))
+        except (RuntimeError, ValueError, KeyError, OSError) as error:
+            raise ProviderError(f"pocketsphinx: cannot load the speech model: {error}") from error
+
+
 class PocketSphinxSession(SpeechSession):
     """One call's offline recognition. Audio and ``expect`` commands queue for one worker task,
-    which runs them through the executor in order. ``send_audio`` waits while the engine is more
-    than ``max_queued_chunks`` behind; ``events`` can be iterated once."""
+    which hands them to the engine in order. ``send_audio`` waits while the engine is more than
+    ``max_queued_chunks`` behind; ``events`` can be iterated once."""
 
-    def __init__(self, recognizer: _Recognizer, executor: Executor, tuning: PocketSphinxTuning) -> None:
-        self._recognizer = recognizer
-        self._executor = executor
+    def __init__(self, worker: Worker, key: str, tuning: PocketSphinxTuning) -> None:
+        self._worker = worker
+        self._key = key
         self._inbox: asyncio.Queue[object] = asyncio.Queue(tuning.max_queued_chunks)
         self._events: asyncio.Queue[object] = asyncio.Queue(tuning.max_queued_events)
         self._failure: ProviderError | None = None
@@ -490,19 +561,19 @@ class PocketSphinxSession(SpeechSession):
             await self._pump()
         except Exception as error:  # an engine fault ends this session only, through events()
             log.error("provider_failed", provider="pocketsphinx", error=type(error).__name__)
-            self._failure = ProviderError(f"pocketsphinx: decoding failed: {type(error).__name__}: {error}")
+            reason = str(error) if isinstance(error, WorkerGone) else f"{type(error).__name__}: {error}"
+            self._failure = ProviderError(f"pocketsphinx: decoding failed: {reason}")
             while not self._inbox.empty():  # wake a sender blocked on a full inbox; it then raises
                 self._inbox.get_nowait()
         # Not in a finally: when cancelled, nobody is left to read the marker.
         await self._events.put(_END)
 
     async def _pump(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._inbox.get()]
-            while not self._inbox.empty():  # catch up on a backlog in one executor job
+            while not self._inbox.empty():  # catch up on a backlog in one engine job
                 batch.append(self._inbox.get_nowait())
-            events = await loop.run_in_executor(self._executor, self._recognizer.handle, batch)
+            events = await self._worker.call("handle", self._key, batch)
             for event in events:
                 await self._publish(event)
             if _FINISH in batch:
@@ -518,81 +589,104 @@ class PocketSphinxSession(SpeechSession):
 
 
 class PocketSphinxProvider(SpeechToText):
-    """PocketSphinx sessions whose engine work runs in ``executor``.
+    """PocketSphinx sessions, their engine in ``processes`` worker processes, or in ``executor``'s
+    threads when one is given (see the module docstring).
 
     The model is checked at construction; raises ``ProviderError`` naming the ``pocketsphinx``
     package when it cannot be imported or its model is missing or invalid. Decoders (~0.5 s to
-    build, ~90 MB each) are built in the executor and kept for reuse after a clean ``finish``.
+    build, ~90 MB each) are built by the engine and kept for reuse after a clean ``finish``. Each
+    new call goes to the engine process with the fewest calls. ``close`` stops the processes.
     """
 
     name = "pocketsphinx"
     always_confirm = True  # a grammar maps every miss onto some live code (ARCHITECTURE §6)
 
-    def __init__(self, executor: Executor, tuning: PocketSphinxTuning | None = None) -> None:
-        self._executor = executor
+    def __init__(
+        self, tuning: PocketSphinxTuning | None = None, *, executor: Executor | None = None, processes: int = 1
+    ) -> None:
         self._tuning = tuning or PocketSphinxTuning()
-        self._engine = _import_engine()
-        self._config = _base_config(self._engine, self._tuning.decoder_options)
-        self._build_endpointer()  # bad endpointer tuning fails here, not in every call
-        self._idle: list[Any] = []  # decoders ready for a call
+        engine = _import_engine()
+        self._config_json = _base_config(engine, self._tuning.decoder_options).dumps()
+        _build_endpointer(engine, self._tuning)  # bad endpointer tuning fails here, not in every call
+        self._workers: list[Worker]
+        if executor is not None:
+            self._workers = [ThreadWorker(_Engine(self._config_json, self._tuning), executor)]
+        else:
+            self._workers = [self._spawn(number) for number in range(max(1, processes))]
+        self._calls: dict[Worker, int] = dict.fromkeys(self._workers, 0)  # open sessions per worker
+        self._keys = itertools.count()
+
+    def _spawn(self, number: int) -> ProcessWorker:
+        return ProcessWorker(_Engine, self._config_json, self._tuning, name=f"pocketsphinx-{number}")
+
+    @property
+    def workers(self) -> tuple[Worker, ...]:
+        return tuple(self._workers)
 
     async def warm_up(self, decoders: int = 1) -> None:
-        """Build decoders ahead of calls: start-up fails if the model does, and calls start without
-        the ~0.5 s loop stall of a build. Raises ``ProviderError`` when the model cannot load."""
-        while len(self._idle) < decoders:
-            self._idle.append(await self._build_decoder())
+        """Build decoders ahead of calls, in every worker: start-up fails if the model does, and the
+        first calls start without waiting ~0.5 s for a build. Raises ``ProviderError`` when the model
+        cannot load."""
+        await asyncio.gather(*(worker.call("warm_up", decoders) for worker in self._workers))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(worker.close() for worker in self._workers))
 
     @contextlib.asynccontextmanager
     async def session(
         self, *, call_sid: str, keyterms: Sequence[str] = ()
     ) -> AsyncIterator[PocketSphinxSession]:
         """Open a session. ``keyterms`` are not used: call ``expect`` to restrict recognition."""
-        decoder = self._idle.pop() if self._idle else await self._build_decoder()
+        worker = await self._least_busy()
+        key = f"{call_sid}/{next(self._keys)}"
         seed = zlib.crc32(call_sid.encode())  # the dither, repeatable per call
-        recognizer = _Recognizer(decoder, self._build_endpointer(), self._tuning, seed)
-        session = PocketSphinxSession(recognizer, self._executor, self._tuning)
-        worker = asyncio.create_task(session.run(), name=f"pocketsphinx-{call_sid}")
+        self._calls[worker] += 1
         try:
-            yield session
+            try:
+                await worker.call("open", key, seed)
+            except WorkerGone as error:
+                raise ProviderError(f"pocketsphinx: {error}") from error
+            session = PocketSphinxSession(worker, key, self._tuning)
+            pump = asyncio.create_task(session.run(), name=f"pocketsphinx-{call_sid}")
+            try:
+                yield session
+            finally:
+                pump.cancel()
+                await asyncio.wait({pump})  # the pump keeps its own failures; wait never raises them
+                # A cancelled pump may leave a thread worker's job running on this decoder: it is
+                # only reused after a clean finish. A stopped process or executor (RuntimeError)
+                # has nothing left to release.
+                with contextlib.suppress(RuntimeError):
+                    await worker.call("close", key, session.finished_cleanly)
         finally:
-            worker.cancel()
-            await asyncio.wait({worker})  # the worker keeps its own failures; wait never raises them
-            await self._recycle(recognizer, decoder, reusable=session.finished_cleanly)
+            self._calls[worker] -= 1
+            if not self._calls[worker] and worker not in self._workers:
+                del self._calls[worker]
 
-    async def _recycle(self, recognizer: _Recognizer, decoder: Any, *, reusable: bool) -> None:
-        # A cancelled worker may leave an executor job running on this decoder: drop it then.
-        if not reusable or len(self._idle) >= self._tuning.max_idle_decoders:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._executor, recognizer.reset)
-        except (RuntimeError, KeyError, ValueError) as error:
-            log.warning("decoder_reset_failed", provider=self.name, error=type(error).__name__)
-            return
-        self._idle.append(decoder)
+    async def _least_busy(self) -> Worker:
+        """The worker with the fewest calls; a stopped engine process is replaced first (the
+        calls it held have failed already, or fail at their next job)."""
+        for number, worker in enumerate(self._workers):
+            if not worker.alive:
+                log.warning("engine_process_replaced", worker=getattr(worker, "name", ""), provider=self.name)
+                await worker.close()
+                self._workers[number] = self._spawn(number)
+                self._calls[self._workers[number]] = 0
+                if not self._calls[worker]:
+                    del self._calls[worker]
+        return min(self._workers, key=self._calls.__getitem__)
 
-    async def _build_decoder(self) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._new_decoder)
 
-    def _new_decoder(self) -> Any:
-        try:
-            # A copy per decoder: initialisation writes the model's parameters into its config.
-            decoder = self._engine.Decoder(self._engine.Config.parse_json(self._config.dumps()))
-        except (RuntimeError, ValueError, KeyError, OSError) as error:
-            raise ProviderError(f"pocketsphinx: cannot load the speech model: {error}") from error
-        return decoder
-
-    def _build_endpointer(self) -> Any:
-        try:
-            return self._engine.Endpointer(
-                window=self._tuning.endpoint_window_s,
-                ratio=self._tuning.endpoint_ratio,
-                vad_mode=self._tuning.vad_mode,
-                sample_rate=MODEL_RATE_HZ,
-            )
-        except ValueError as error:
-            raise ProviderError(f"pocketsphinx: bad endpointer tuning: {error}") from error
+def _build_endpointer(engine: Any, tuning: PocketSphinxTuning) -> Any:
+    try:
+        return engine.Endpointer(
+            window=tuning.endpoint_window_s,
+            ratio=tuning.endpoint_ratio,
+            vad_mode=tuning.vad_mode,
+            sample_rate=MODEL_RATE_HZ,
+        )
+    except ValueError as error:
+        raise ProviderError(f"pocketsphinx: bad endpointer tuning: {error}") from error
 
 
 def _import_engine() -> Any:

@@ -48,6 +48,9 @@ class SpeechToText(abc.ABC):
     async def warm_up(self) -> None:
         """Load what the first call would otherwise wait for; the default loads nothing."""
 
+    async def close(self) -> None:
+        """Release what the provider holds (engine processes); after its sessions have closed."""
+
     @abc.abstractmethod
     def session(
         self, *, call_sid: str, keyterms: Sequence[str] = ()
