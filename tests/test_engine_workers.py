@@ -7,16 +7,21 @@ real recogniser on eSpeak speech.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import pytest
 
+from phonepatch.services.providers import build_stt
 from phonepatch.shared.audio import frames_of, silence
+from phonepatch.shared.config import Settings
 from phonepatch.shared.errors import ProviderError
 from phonepatch.shared.providers.espeak import synthesize_mulaw
 from phonepatch.shared.providers.pocketsphinx import PocketSphinxProvider
@@ -193,3 +198,17 @@ class TestEngineProcess:
                 assert [await worker.call("open_sessions") for worker in provider.workers] == [1, 1]
         finally:
             await provider.close()
+
+
+class TestChoice:
+    @pytest.mark.parametrize(("processes", "kind"), [(0, "ThreadWorker"), (2, "ProcessWorker")])
+    async def test_the_setting_picks_threads_or_processes(self, processes, kind):
+        base = Settings()
+        settings = dataclasses.replace(base, speech=dataclasses.replace(base.speech, stt="pocketsphinx", stt_processes=processes))
+        with ThreadPoolExecutor(1) as executor:
+            async with aiohttp.ClientSession() as http:
+                stt = build_stt(settings, executor=executor, http=http)
+                try:
+                    assert [type(worker).__name__ for worker in stt.workers] == [kind] * max(1, processes)
+                finally:
+                    await stt.close()
