@@ -9,11 +9,16 @@ process (pinned to CPU 0 when there are two or more; everything else runs on the
    millisecond, each stamped with CLOCK_MONOTONIC (system-wide); the games record receive time -
    stamp. Target: p99 <= 2 ms at 10,000 transcripts/s, and every transcript delivered.
 2. **Churn**: ``--clients`` concurrent clients connect a game, read its number and code and
-   disconnect, as fast as they can for ``--seconds``. Target: >= 5,000 connects + disconnects per
-   second, and no code lost (the pool holds every code afterwards, no lease left).
+   disconnect, as fast as they can for ``--seconds``. The clients are ``bench/churn.c`` (built
+   with the machine's C compiler into a temporary directory), so that they cost the other CPU a
+   fraction of what the gateway spends. Target: >= 5,000 connects + disconnects per second, and
+   no code lost (the pool holds every code afterwards, no lease left). ``--ceiling`` also runs the
+   same clients against ``bench/bare_ws.py`` (aiohttp alone, on the same CPU and event loop): what
+   one core can do before phonepatch does anything.
 
     python bench/bus.py                     # both, with the targets
     python bench/bus.py --rate 2000 --only delivery
+    python bench/bus.py --only churn --ceiling
 
 Prints the figures and the machine's core count; exits 1 when a target is missed.
 """
@@ -65,6 +70,30 @@ def cpu_split() -> tuple[str | None, str | None]:
     return "0", f"1-{count - 1}"
 
 
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy(cpus: str | None) -> tuple[int, int]:
+    """(busy, total) jiffies so far of the CPUs ``cpus`` names ("1-3"), or of all of them."""
+    first, _, last = (cpus or "").partition("-")
+    wanted = {f"cpu{n}" for n in range(int(first), int(last or first) + 1)} if cpus else {"cpu"}
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name in wanted:
+            numbers = [int(value) for value in values[:8]]
+            total += sum(numbers)
+            busy += sum(numbers) - numbers[3] - numbers[4]  # all but idle and iowait
+    return busy, total
+
+
+def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return round(100 * (after[0] - before[0]) / max(1, after[1] - before[1]), 1)
+
+
 class GameGateway:
     def __init__(self, redis_url: str, codes_digits: int, cpus: str | None) -> None:
         self.port = free_port()
@@ -83,8 +112,7 @@ class GameGateway:
         await wait_healthy(http, self.port, self.process)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds_of(self.process.pid)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -144,11 +172,13 @@ async def delivery(http: aiohttp.ClientSession, gateway: GameGateway, redis_url:
 
     readers = [asyncio.create_task(receive(ws)) for ws, _ in games]
     cpu_before = gateway.cpu_seconds()
+    others_before = cpu_busy(others)
     command = [sys.executable, __file__, "--role", "publisher", "--redis-url", redis_url,
                "--rate", str(args.rate), "--seconds", str(args.seconds), "--codes", ",".join(code for _, code in games)]  # fmt: skip
     publisher = await asyncio.create_subprocess_exec(*pinned(command, others), stdout=subprocess.PIPE)
     out, _ = await publisher.communicate()
     published = json.loads(out.decode().strip().splitlines()[-1])["published"]
+    others_pct = busy_pct(others_before, cpu_busy(others))
     await asyncio.sleep(0.5)
     cpu = gateway.cpu_seconds() - cpu_before
     for reader in readers:
@@ -169,33 +199,41 @@ async def delivery(http: aiohttp.ClientSession, gateway: GameGateway, redis_url:
         "p99_ms": at(0.99),
         "max_ms": at(1.0),
         "gateway_cpu_us_per_transcript": round(cpu / max(1, len(latencies)) * 1e6, 1),
+        # Publisher, Redis and these games share the other CPUs: near 100 %, they and not the
+        # gateway set the latency.
+        "others_cpu_busy_pct": others_pct,
     }
 
 
 # -- churn -------------------------------------------------------------------------------------
 
 
-async def churn(http: aiohttp.ClientSession, gateway: GameGateway, redis_url: str, args, pool_size: int) -> dict:
-    cycles = 0
-    refused = 0
-    deadline = time.monotonic() + args.seconds
+def build_churn_client(directory: str) -> str:
+    """Compile ``bench/churn.c``; returns the program's path."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise SystemExit("bench/bus.py: churn needs a C compiler (cc or gcc) for bench/churn.c")
+    program = os.path.join(directory, "churn")
+    subprocess.run([compiler, "-O2", "-o", program, str(Path(__file__).with_name("churn.c"))], check=True)
+    return program
 
-    async def client() -> None:
-        nonlocal cycles, refused
-        while time.monotonic() < deadline:
-            async with http.ws_connect(gateway.url) as ws:
-                number = await ws.receive()
-                code = await ws.receive()
-                if number.type is not aiohttp.WSMsgType.TEXT or code.type is not aiohttp.WSMsgType.TEXT:
-                    refused += 1
-                    continue
-            cycles += 1
 
+async def run_churn_clients(program: str, port: int, clients: int, seconds: float, cpus: str | None) -> dict:
+    command = pinned([program, str(port), "/game", str(clients), str(seconds)], cpus)
+    process = await asyncio.create_subprocess_exec(*command, stdout=subprocess.PIPE)
+    out, _ = await process.communicate()
+    if process.returncode:
+        raise SystemExit(f"bench/churn.c exited with {process.returncode}")
+    return json.loads(out)
+
+
+async def churn(gateway: GameGateway, redis_url: str, args, pool_size: int, program: str, others: str | None) -> dict:
     cpu_before = gateway.cpu_seconds()
-    started = time.monotonic()
-    await asyncio.gather(*(client() for _ in range(args.clients)))
-    elapsed = time.monotonic() - started
+    others_before = cpu_busy(others)
+    figures = await run_churn_clients(program, gateway.port, args.clients, args.seconds, others)
+    others_pct = busy_pct(others_before, cpu_busy(others))
     cpu = gateway.cpu_seconds() - cpu_before
+    cycles = figures["cycles"]
     # The last sessions end and give their codes back; a take cut off between its SPOP and its
     # lease (a client gone mid-handshake) leaves a code for the sweeper (every 2 s) to give back.
     await asyncio.sleep(3.0)
@@ -207,12 +245,38 @@ async def churn(http: aiohttp.ClientSession, gateway: GameGateway, redis_url: st
     return {
         "clients": args.clients,
         "cycles": cycles,
-        "refused": refused,
-        "per_s": round(cycles / elapsed),
+        "refused": figures["refused"],
+        "errors": figures["errors"],
+        "per_s": round(cycles / figures["elapsed_s"]),
+        "cycle_p50_ms": figures["cycle_p50_ms"],
+        "cycle_p99_ms": figures["cycle_p99_ms"],
         "gateway_cpu_us_per_cycle": round(cpu / max(1, cycles) * 1e6, 1),
+        "others_cpu_busy_pct": others_pct,
         "pool_size": pool_size,
         "free_after": free,
         "leases_after": len(leases),
+    }
+
+
+async def ceiling(http: aiohttp.ClientSession, args, program: str, gateway_cpus: str | None, others: str | None) -> dict:
+    """The same clients against bare aiohttp (``bench/bare_ws.py``) on the gateway's CPU."""
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).with_name("bare_ws.py")), "--port", str(port), "--loop", args.ceiling_loop]
+    server = subprocess.Popen(pinned(command, gateway_cpus))
+    try:
+        await wait_healthy(http, port, server)
+        started = cpu_seconds_of(server.pid)
+        figures = await run_churn_clients(program, port, args.clients, args.seconds, others)
+        cpu = cpu_seconds_of(server.pid) - started
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {
+        "server": f"bare aiohttp, {args.ceiling_loop}",
+        "cycles": figures["cycles"],
+        "errors": figures["errors"],
+        "per_s": round(figures["cycles"] / figures["elapsed_s"]),
+        "server_cpu_us_per_cycle": round(cpu / max(1, figures["cycles"]) * 1e6, 1),
     }
 
 
@@ -233,10 +297,15 @@ async def main_async(args) -> int:
                 print(json.dumps({"delivery": result, "target": f"p99 <= {DELIVERY_P99_MS} ms at {DELIVERY_RATE}/s", "met": ok}), flush=True)
                 missed |= not ok
             if args.only in (None, "churn"):
-                result = await churn(http, gateway, server.url, args, pool_size)
-                ok = result["per_s"] >= CHURN_PER_S and result["free_after"] == pool_size and result["leases_after"] == 0
-                print(json.dumps({"churn": result, "target": f">= {CHURN_PER_S}/s, no code lost", "met": ok}), flush=True)
-                missed |= not ok
+                with tempfile.TemporaryDirectory() as build:
+                    program = build_churn_client(build)
+                    result = await churn(gateway, server.url, args, pool_size, program, others)
+                    ok = result["per_s"] >= CHURN_PER_S and result["free_after"] == pool_size and result["leases_after"] == 0
+                    ok = ok and result["errors"] == 0
+                    print(json.dumps({"churn": result, "target": f">= {CHURN_PER_S}/s, no code lost", "met": ok}), flush=True)
+                    missed |= not ok
+                    if args.ceiling:
+                        print(json.dumps({"ceiling": await ceiling(http, args, program, gateway_cpus, others)}), flush=True)
     finally:
         gateway.stop()
         server.close()
@@ -251,6 +320,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64, help="concurrent connect/disconnect loops")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=["delivery", "churn"])
+    parser.add_argument("--ceiling", action="store_true", help="also churn against bare aiohttp (bench/bare_ws.py)")
+    parser.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--role", choices=["publisher"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--codes", help=argparse.SUPPRESS)

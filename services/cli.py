@@ -90,7 +90,11 @@ def _serve(settings: Settings, command: str) -> int:
         print(f"phonepatch {command}: needs the shared bus: --redis-url or REDIS_URL", file=sys.stderr)
         return 2
     games, calls = command != "twilio-gateway", command != "game-gateway"
-    log.info("serving", role=command, host=settings.host, port=settings.port, codes=len(settings.pool()))
+    loop = _event_loop(settings.event_loop)
+    log.info(
+        "serving", role=command, host=settings.host, port=settings.port, codes=len(settings.pool()),
+        event_loop=type(loop).__module__.split(".")[0],
+    )
     web.run_app(
         build_app(settings, games=games, calls=calls),
         host=settings.host,
@@ -98,8 +102,23 @@ def _serve(settings: Settings, command: str) -> int:
         print=None,
         access_log=None,
         shutdown_timeout=settings.limits.close_timeout_s,
+        loop=loop,
     )
     return 0
+
+
+def _event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for, or ("auto") when installed: it costs about half the CPU of
+    asyncio's own loop per websocket frame; else asyncio's."""
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise ConfigError("event_loop: uvloop is not installed (pip install uvloop)") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -139,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _call(args)
             case "client":
                 return _client(args)
+    except ConfigError as error:
+        print(f"phonepatch: configuration error: {error}", file=sys.stderr)
+        return 2
     except (ProviderError, BusError) as error:
         print(f"phonepatch: {error}", file=sys.stderr)
         return 3

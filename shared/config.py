@@ -145,6 +145,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 5000
     log_level: str = "info"
+    event_loop: str = "auto"  # "auto": uvloop where it is installed, else asyncio's own
     game_codes: tuple[str, ...] = tuple(str(n) for n in range(100))
     code_digits: int = 0  # > 0: a generated pool of codes this long, with a Damm check digit
     twilio: TwilioSettings = field(default_factory=TwilioSettings)
@@ -297,6 +298,7 @@ _FIELDS: dict[str, tuple[str | None, str, Callable[[str, Any], Any], str | None]
     "host": (None, "host", _str, "PHONEPATCH_HOST"),
     "port": (None, "port", _port, "PHONEPATCH_PORT"),
     "log_level": (None, "log_level", _level, "PHONEPATCH_LOG_LEVEL"),
+    "event_loop": (None, "event_loop", _choice("auto", "asyncio", "uvloop"), "PHONEPATCH_EVENT_LOOP"),
     "game_codes": (None, "game_codes", _codes, None),
     "code_digits": (None, "code_digits", _code_digits, "PHONEPATCH_CODE_DIGITS"),
     "stt_provider": ("speech", "stt", _choice("auto", "deepgram", "pocketsphinx"), "PHONEPATCH_STT"),
