@@ -8,6 +8,8 @@ Key and channel names come from ``keys.Keys``. How each rule of the contract is 
   dropped from the pool and another is taken. So at most one process ever holds a code.
 - **Leases** are refreshed by one heartbeat task per process, for every code it holds; a refresh
   that finds another owner (or none) means the lease expired, and the game is told ``CodeLost``.
+  A lease that is gone is set again only when Redis lost its data since the lease was last seen
+  (see seeding): otherwise a refresh racing the code's return would set a lease nobody holds.
 - **Sweeper** (every process runs it; it is safe to run on all of them at once): every configured
   code that is neither in the pool nor leased goes back to the pool, and pool entries that are
   leased are removed. The pool is read before the leases, so a code seen free-of-lease was not in
@@ -180,7 +182,8 @@ class RedisBus(Bus):
         # Lease values name the process and the take, so a lease lost and taken again by this
         # same process is never mistaken for the old one.
         self._holder = holder or f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._held: dict[str, str] = {}  # code -> lease value
+        # code -> (lease value, the seeded marker when last seen held): leases this process renews
+        self._held: dict[str, tuple[str, bytes | None]] = {}
         # code -> (call SID, the seeded marker when last seen held): claims this process renews
         self._claims: dict[str, tuple[str, bytes | None]] = {}
         self._epoch: bytes | None = None  # the seeded marker: it changes when Redis loses its data
@@ -254,14 +257,15 @@ class RedisBus(Bus):
                 self._spawn(self._give_back(code, value))
                 raise
             if leased:
-                self._held[code] = value
+                self._held[code] = (value, self._epoch)
                 return code
             # A stale pool entry: another process holds this code.
 
     async def return_code(self, code: str) -> None:
-        value = self._held.pop(code, None)
-        if value is None:
+        held = self._held.pop(code, None)
+        if held is None:
             return
+        value = held[0]
         self._claims.pop(code, None)
         # Shielded: a session cancelled while it gives its code back still gives it back.
         # A failure is logged by the task; the lease then expires and the sweeper gives the code back.
@@ -501,23 +505,31 @@ class RedisBus(Bus):
     async def heartbeat(self) -> None:
         """Extend every lease and claim this process holds; tell the games whose lease is gone.
 
-        A lease that is gone is set again: if Redis lost it, the game still runs here; if it
-        expired while this process was cut off and nobody took the code since, keeping it is
-        right too (a taker's ``NX`` fails on it). A claim that is gone is set again only when Redis
-        lost its data (the seeded marker changed); otherwise the game side released it."""
+        A lease or claim that is gone is set again only when Redis lost its data since it was
+        last seen (the seeded marker changed): the game still runs here. Otherwise a lease that is
+        gone expired (the game is told ``CodeLost``), and a claim that is gone was released by the
+        game side. A lease set again for a code given back meanwhile is given back once more."""
         lease_ms, claim_ms = _ms(self._settings.lease_ttl_s), _ms(self._settings.claim_ttl_s)
         epoch = self._epoch = await self._client.get(self._keys.seeded)
-        held = list(self._held.items())
+        held = [(code, value, seen) for code, (value, seen) in self._held.items()]
         claims = [(code, sid, seen) for code, (sid, seen) in self._claims.items()]
         renewals = [
-            *((self._keys.lease(code), value, lease_ms, "1") for code, value in held),
+            *((self._keys.lease(code), value, lease_ms, "1" if seen != epoch else "0") for code, value, seen in held),
             *((self._keys.claim(code), sid, claim_ms, "1" if seen != epoch else "0") for code, sid, seen in claims),
         ]
         results = await self._renew(renewals)
+        if 0 in results and await self._client.get(self._keys.seeded) != epoch:
+            return  # Redis lost its data while the renewals ran: the next heartbeat sets them again
         if 2 in results:
             log.warning("bus_leases_restored", count=results.count(2))
-        for (code, value), kept in zip(held, results[: len(held)], strict=True):
-            if not kept and self._held.get(code) == value:
+        for (code, value, _), kept in zip(held, results[: len(held)], strict=True):
+            current = self._held.get(code)
+            if current is None or current[0] != value:  # given back while the renewals ran
+                if kept == 2:
+                    self._spawn(self._give_back(code, value))
+            elif kept:
+                self._held[code] = (value, epoch)
+            else:
                 del self._held[code]
                 log.error("code_lease_lost", code=code)
                 for queue in self._routes.get(self._keys.game_channel(code), ()):
