@@ -150,6 +150,19 @@ class TestLeases:
             await one.close()
             await two.close()
 
+    async def test_a_code_of_another_configuration_in_the_pool_is_never_given_nor_kept(self, server, client, prefix):
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        try:
+            await client.sadd(Keys(prefix).pool, "not-ours")
+            taken = [await bus.take_code() for _ in range(len(CODES))]
+            assert sorted(taken) == sorted(CODES)
+            with pytest.raises(PoolExhaustedError):
+                await bus.take_code()
+            await asyncio.gather(*bus._background)  # noqa: SLF001 - the dropped lease
+            assert await client.get(Keys(prefix).lease("not-ours")) is None
+        finally:
+            await bus.close()
+
     async def test_a_foreign_message_on_a_channel_is_dropped(self, server, client, prefix):
         bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
         try:

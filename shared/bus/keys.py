@@ -53,6 +53,12 @@ class Keys:
     def lease(self, code: str) -> str:
         return f"{self._code_tag(code)}:lease"
 
+    def lease_parts(self) -> tuple[str, str]:
+        """What comes before and after the code in ``lease(code)``: for a script on one server
+        that names the lease of a code it pops."""
+        before, after = self.lease("\0").split("\0")
+        return before, after
+
     def claim(self, code: str) -> str:
         return f"{self._code_tag(code)}:claim"
 

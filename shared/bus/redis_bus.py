@@ -2,10 +2,12 @@
 
 Key and channel names come from ``keys.Keys``. How each rule of the contract is kept:
 
-- **Take** a code: ``SPOP`` from the pool, then ``SET lease NX PX`` naming this process. A process
-  that crashes between the two leaves the code in neither place; the sweeper gives it back. When
-  the ``NX`` fails, the code was a stale pool entry (see the sweeper) held by someone else: it is
-  dropped from the pool and another is taken. So at most one process ever holds a code.
+- **Take** a code: ``SPOP`` from the pool, then ``SET lease NX PX`` naming this process. When the
+  ``NX`` fails, the code was a stale pool entry (see the sweeper) held by someone else: it is
+  dropped from the pool and another is taken. So at most one process ever holds a code. On one
+  server (or behind Sentinel) both steps are one script; on a cluster the pool and the lease live
+  in different slots, and a process that crashes between the two leaves the code in neither
+  place: the sweeper gives it back.
 - **Leases** are refreshed by one heartbeat task per process, for every code it holds; a refresh
   that finds another owner (or none) means the lease expired, and the game is told ``CodeLost``.
   A lease that is gone is set again only when Redis lost its data since the lease was last seen
@@ -24,7 +26,8 @@ Key and channel names come from ``keys.Keys``. How each rule of the contract is 
   (set with the first sweep after the data went) is two heartbeats old. The same wait applies to
   a deployment's first start.
 - **Return**: a script deletes the lease (only if it is still this holder's) and the claim, then
-  ``SADD``. A crash between the two leaves an orphan for the sweeper.
+  ``SADD``s the code, in the same script on one server. On a cluster the ``SADD`` follows apart,
+  and a crash between the two leaves an orphan for the sweeper.
 - **Claim**: a script in the code's slot: no lease, unknown code; otherwise ``SET NX`` with a TTL
   the claiming process refreshes, so a claim of a crashed Twilio gateway lapses.
 - **Channels**: one pub/sub connection and one reader task per process route each message to the
@@ -82,6 +85,26 @@ _RETURN = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"""
+# One server only (it names lease keys it was not given). KEYS: pool. ARGV: lease key before and
+# after the code, holder, ttl ms. The code popped and leased to the holder, or false when the
+# pool is empty. Stale entries (leased already) are dropped on the way, a bounded number of them.
+_TAKE = """
+for _ = 1, 64 do
+  local code = redis.call('SPOP', KEYS[1])
+  if not code then return false end
+  if redis.call('SET', ARGV[1] .. code .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return code end
+end
+return redis.error_reply('too many stale pool entries')
+"""
+# One server only. KEYS: lease, claim, pool. ARGV: holder, code. As _RETURN, and the code goes
+# back to the pool in the same step.
+_RETURN_TO_POOL = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
 # KEYS: key. ARGV: holder, ttl ms, "1" to set it again if it is gone. 1 extended; 2 set again;
@@ -197,6 +220,8 @@ class RedisBus(Bus):
         self._closing = False
         self._takes = 0
         self._return = client.register_script(_RETURN)
+        self._take = client.register_script(_TAKE)
+        self._return_to_pool = client.register_script(_RETURN_TO_POOL)
         self._refresh = client.register_script(_REFRESH)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
@@ -239,14 +264,19 @@ class RedisBus(Bus):
     @_as_bus_error
     async def take_code(self) -> str:
         while True:
+            self._takes += 1
+            value = f"{self._holder}:{self._takes}"
+            if not self._cluster:
+                code = await self._take_in_one_step(value)
+                if code is not None:
+                    return code
+                continue
             popped = await self._client.spop(self._keys.pool)
             if popped is None:
                 raise PoolExhaustedError("every game code is in use")
             code = popped.decode()
             if code not in self._universe:
                 continue  # left by another configuration sharing the prefix: not ours to give
-            self._takes += 1
-            value = f"{self._holder}:{self._takes}"
             try:
                 leased = await self._client.set(
                     self._keys.lease(code), value, nx=True, px=_ms(self._settings.lease_ttl_s)
@@ -261,6 +291,25 @@ class RedisBus(Bus):
                 return code
             # A stale pool entry: another process holds this code.
 
+    async def _take_in_one_step(self, value: str) -> str | None:
+        """The take script; None when it took a code that is not this configuration's."""
+        before, after = self._keys.lease_parts()
+        try:
+            popped = await self._take(keys=[self._keys.pool], args=[before, after, value, _ms(self._settings.lease_ttl_s)])
+        except asyncio.CancelledError:
+            # The script may have run: whatever it leased under this take's value goes back.
+            self._spawn(self._give_back_any(value))
+            raise
+        if popped is None:
+            raise PoolExhaustedError("every game code is in use")
+        code = popped.decode()
+        if code not in self._universe:
+            # Left by another configuration sharing the prefix: not ours to give, nor to keep.
+            self._spawn(self._drop_lease(code, value))
+            return None
+        self._held[code] = (value, self._epoch)
+        return code
+
     async def return_code(self, code: str) -> None:
         held = self._held.pop(code, None)
         if held is None:
@@ -273,9 +322,27 @@ class RedisBus(Bus):
             await asyncio.shield(self._spawn(self._give_back(code, value)))
 
     async def _give_back(self, code: str, value: str) -> None:
-        returned = await self._return(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value])
-        if returned:
+        lease, claim = self._keys.lease(code), self._keys.claim(code)
+        if not self._cluster:
+            await self._return_to_pool(keys=[lease, claim, self._keys.pool], args=[value, code])
+        elif await self._return(keys=[lease, claim], args=[value]):
             await self._client.sadd(self._keys.pool, code)
+
+    async def _drop_lease(self, code: str, value: str) -> None:
+        await self._return(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value])
+
+    async def _give_back_any(self, value: str) -> None:
+        """Give back the code a cut-off take script leased under ``value``, if it leased one: the
+        leases of codes neither held nor free are looked up (the sweeper's view of orphans)."""
+        free = {member.decode() for member in await self._client.smembers(self._keys.pool)}
+        candidates = [code for code in self._codes if code not in free and code not in self._held]
+        if not candidates:
+            return
+        values = await self._client.mget([self._keys.lease(code) for code in candidates])
+        for code, lease in zip(candidates, values, strict=True):
+            if lease is not None and lease.decode() == value:
+                await self._give_back(code, value)
+                return
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
