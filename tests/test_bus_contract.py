@@ -155,6 +155,19 @@ class TestClaims:
             pass
         assert await bus.claim_game(again, "CA-two")
 
+    async def test_a_leaving_game_names_its_caller_and_frees_code_and_claim(self, bus):
+        unclaimed, claimed = await bus.take_code(), await bus.take_code()
+        await bus.claim_game(claimed, "CA-one")
+        assert await bus.leave_game(unclaimed) is None
+        assert await bus.leave_game(claimed) == "CA-one"
+        assert claimed not in await bus.live_codes() and unclaimed not in await bus.live_codes()
+        with pytest.raises(UnknownCodeError):
+            await bus.claim_game(claimed, "CA-two")
+        assert await bus.leave_game(claimed) is None  # a second leave changes nothing
+        while (again := await bus.take_code()) != claimed:
+            pass
+        assert await bus.claim_game(again, "CA-two")
+
 
 class TestChannels:
     async def test_game_channel_reaches_only_its_game(self, bus):

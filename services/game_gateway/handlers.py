@@ -160,16 +160,18 @@ class GameSession:
         return None
 
     async def leave(self) -> None:
-        """Tell the patched call, then give the code back: exactly once, whatever ended the session."""
+        """Give the code back and tell the patched call: exactly once, whatever ended the session.
+
+        The code may go to a new game before the call hears of it: whatever the call still sends
+        toward the code then reaches a game that ignores it (it names another call)."""
         bus = self.gateway.bus
         try:
-            call_sid = await bus.release_claim(self.code)
+            call_sid = await bus.leave_game(self.code)
             if call_sid is not None:
                 await bus.publish_to_call(call_sid, GameLeft(code=self.code, reason=self.close_reason))
         except BusError as error:  # the claim lapses on its own; the call hears of it no sooner
             log.warning("game_leave_unannounced", error=str(error))
         finally:
-            await bus.return_code(self.code)
             log.info(
                 "game_session_ended",
                 reason=self.close_reason,

@@ -32,6 +32,16 @@ class Bus(abc.ABC):
     async def return_code(self, code: str) -> None:
         """Give a taken code back to the pool, dropping any claim on it. Idempotent."""
 
+    async def leave_game(self, code: str) -> str | None:
+        """A game leaves: drop the claim on its code and give the code back (one step where the
+        backend can). Returns the call SID whose claim was dropped, so that the call can be told,
+        or None. Raises ``BusError`` when the call cannot be named; the code goes back even then,
+        or (on Redis) when its lease runs out."""
+        try:
+            return await self.release_claim(code)
+        finally:
+            await self.return_code(code)
+
     @abc.abstractmethod
     async def live_codes(self) -> frozenset[str]:
         """Codes currently held by connected games."""

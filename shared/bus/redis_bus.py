@@ -78,14 +78,17 @@ _MAX_CONNECTIONS = 32  # per process, besides the pub/sub connection
 _BATCH = 256  # renewals per round trip
 _CLOSE_TIMEOUT_S = 3.0
 
-# KEYS: lease, claim. ARGV: holder. 1 when the code may go back to the pool: its lease (and claim)
-# were this holder's and are deleted, or it has none (it expired, or a cut-off take never set it).
-# 0 when another holder has it.
-_RETURN = """
+# KEYS: lease, claim[, pool]. ARGV: holder, code. When the lease is this holder's, or gone (it
+# expired, or a cut-off take never set it): deletes lease and claim, adds the code to the pool
+# when given the pool (one server; on a cluster the pool is in another slot), and returns the
+# call SID of the claim it dropped, or "" when there was none. False when another holder has it.
+_GIVE_BACK = """
 local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
+if holder and holder ~= ARGV[1] then return false end
+local call = redis.call('GET', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2])
-return 1
+if KEYS[3] then redis.call('SADD', KEYS[3], ARGV[2]) end
+return call or ''
 """
 # One server only (it names lease keys it was not given). KEYS: pool. ARGV: lease key before and
 # after the code, holder, ttl ms. The code popped and leased to the holder, or false when the
@@ -97,15 +100,6 @@ for _ = 1, 64 do
   if redis.call('SET', ARGV[1] .. code .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return code end
 end
 return redis.error_reply('too many stale pool entries')
-"""
-# One server only. KEYS: lease, claim, pool. ARGV: holder, code. As _RETURN, and the code goes
-# back to the pool in the same step.
-_RETURN_TO_POOL = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SADD', KEYS[3], ARGV[2])
-return 1
 """
 # KEYS: key. ARGV: holder, ttl ms, "1" to set it again if it is gone. 1 extended; 2 set again;
 # 0 another holder has it, or it is gone and not to be set again.
@@ -219,9 +213,8 @@ class RedisBus(Bus):
         self._node_readers: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._takes = 0
-        self._return = client.register_script(_RETURN)
+        self._give_back_script = client.register_script(_GIVE_BACK)
         self._take = client.register_script(_TAKE)
-        self._return_to_pool = client.register_script(_RETURN_TO_POOL)
         self._refresh = client.register_script(_REFRESH)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
@@ -314,22 +307,35 @@ class RedisBus(Bus):
         held = self._held.pop(code, None)
         if held is None:
             return
-        value = held[0]
         self._claims.pop(code, None)
         # Shielded: a session cancelled while it gives its code back still gives it back.
         # A failure is logged by the task; the lease then expires and the sweeper gives the code back.
         with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
-            await asyncio.shield(self._spawn(self._give_back(code, value)))
+            await asyncio.shield(self._spawn(self._give_back(code, held[0])))
 
-    async def _give_back(self, code: str, value: str) -> None:
-        lease, claim = self._keys.lease(code), self._keys.claim(code)
-        if not self._cluster:
-            await self._return_to_pool(keys=[lease, claim, self._keys.pool], args=[value, code])
-        elif await self._return(keys=[lease, claim], args=[value]):
+    async def leave_game(self, code: str) -> str | None:
+        held = self._held.pop(code, None)
+        if held is None:  # not this process's code (any more): only a claim may be left to drop
+            return await self.release_claim(code)
+        self._claims.pop(code, None)
+        try:
+            return await asyncio.shield(self._spawn(self._give_back(code, held[0])))
+        except (*_CONNECTION_ERRORS, RedisError) as error:
+            raise BusError(f"redis: leave_game failed: {type(error).__name__}") from error
+
+    async def _give_back(self, code: str, value: str) -> str | None:
+        """Lease, claim and code back in one script on one server; on a cluster the code goes back
+        to the pool apart. Returns the call SID of the claim dropped, if any."""
+        keys = [self._keys.lease(code), self._keys.claim(code)]
+        dropped = await self._give_back_script(keys=keys if self._cluster else [*keys, self._keys.pool], args=[value, code])
+        if dropped is None:
+            return None  # another holder's
+        if self._cluster:
             await self._client.sadd(self._keys.pool, code)
+        return dropped.decode() or None
 
     async def _drop_lease(self, code: str, value: str) -> None:
-        await self._return(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value])
+        await self._give_back_script(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value, code])
 
     async def _give_back_any(self, value: str) -> None:
         """Give back the code a cut-off take script leased under ``value``, if it leased one: the
