@@ -100,7 +100,7 @@ class GameGateway:
     def __init__(self, redis_url: str, codes_digits: int, cpus: str | None) -> None:
         self.port = free_port()
         self._config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump({"code_digits": codes_digits, "max_message_bytes": 65536, "queue_depth": 4096, **json.loads(os.environ.get("XCFG", "{}"))}, self._config)
+        json.dump({"code_digits": codes_digits, "max_message_bytes": 65536, "queue_depth": 4096}, self._config)
         self._config.close()
         env = {**os.environ, "REDIS_URL": redis_url, "PHONEPATCH_REDIS_PREFIX": PREFIX, "PHONEPATCH_LOG_LEVEL": "warning"}
         command = [sys.executable, "-m", "phonepatch.services", "game-gateway", "--port", str(self.port), "--config", self._config.name]
