@@ -163,6 +163,22 @@ class TestLeases:
         finally:
             await bus.close()
 
+    async def test_live_codes_within_their_max_age_share_one_read_of_the_pool(self, server, client, prefix):
+        bus, other = [await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, sweep_s=60)) for _ in range(2)]
+        try:
+            await client.config_resetstat()
+            answers = await asyncio.gather(*(bus.live_codes(max_age_s=60) for _ in range(10)))
+            stats = await client.info("commandstats")
+            assert stats["cmdstat_smembers"]["calls"] == 1
+            assert all(answer == frozenset() for answer in answers)
+            code = await other.take_code()
+            assert await bus.live_codes(max_age_s=60) == frozenset()  # old enough to do
+            assert await bus.live_codes() == {code}  # a fresh answer
+            assert await bus.live_codes(max_age_s=60) == {code}  # and it is kept
+        finally:
+            await bus.close()
+            await other.close()
+
     async def test_a_foreign_message_on_a_channel_is_dropped(self, server, client, prefix):
         bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
         try:

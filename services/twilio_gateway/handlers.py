@@ -307,7 +307,7 @@ class CallSession:
         """Keep a grammar of live codes current while the caller is entering one."""
         if self.entry.state is not EntryState.AWAITING_CODE or self._speech is None:
             return
-        live = await self.gateway.bus.live_codes()
+        live = await self.gateway.bus.live_codes(max_age_s=self.gateway.settings.limits.grammar_refresh_s / 2)
         if live != self._grammar_codes:
             self._grammar_codes = live
             await self._speech.expect(self.entry.expected_phrases(live))

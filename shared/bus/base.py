@@ -43,8 +43,9 @@ class Bus(abc.ABC):
             await self.return_code(code)
 
     @abc.abstractmethod
-    async def live_codes(self) -> frozenset[str]:
-        """Codes currently held by connected games."""
+    async def live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:
+        """Codes currently held by connected games. With ``max_age_s``, an answer up to that old
+        will do: a backend may then share one lookup between the sessions of a process."""
 
     @abc.abstractmethod
     async def claim_game(self, code: str, call_sid: str) -> bool:

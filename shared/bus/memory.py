@@ -34,8 +34,8 @@ class MemoryBus(Bus):
             self._claims.pop(code, None)
             self._free.add(code)
 
-    async def live_codes(self) -> frozenset[str]:
-        return frozenset(self._taken)
+    async def live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:
+        return frozenset(self._taken)  # always current: nothing to save
 
     async def claim_game(self, code: str, call_sid: str) -> bool:
         if code not in self._taken:

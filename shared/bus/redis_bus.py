@@ -204,6 +204,8 @@ class RedisBus(Bus):
         # code -> (call SID, the seeded marker when last seen held): claims this process renews
         self._claims: dict[str, tuple[str, bytes | None]] = {}
         self._epoch: bytes | None = None  # the seeded marker: it changes when Redis loses its data
+        self._live: tuple[float, frozenset[str]] | None = None  # when read, what
+        self._live_read: asyncio.Task[frozenset[str]] | None = None
         self._routes: dict[str, set[SessionQueue]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._routes_changed = asyncio.Event()
@@ -358,9 +360,31 @@ class RedisBus(Bus):
         return task
 
     @_as_bus_error
-    async def live_codes(self) -> frozenset[str]:
+    async def live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:
+        # The pool is read whole (SMEMBERS): 0.5 ms of CPU for 1,000 codes, 57 ms for 100,000.
+        # Calls entering a code refresh their grammar every second; with ``max_age_s`` they
+        # share one read per process, and callers at the same moment share the read under way.
+        if max_age_s <= 0:
+            return await self._read_live_codes()
+        if self._live is not None and asyncio.get_running_loop().time() - self._live[0] <= max_age_s:
+            return self._live[1]
+        if self._live_read is None:
+            self._live_read = asyncio.create_task(self._read_live_codes())
+            self._live_read.add_done_callback(self._live_read_done)
+        return await asyncio.shield(self._live_read)
+
+    async def _read_live_codes(self) -> frozenset[str]:
+        began = asyncio.get_running_loop().time()
         free = await self._client.smembers(self._keys.pool)
-        return self._universe - {member.decode() for member in free}
+        live = self._universe - {member.decode() for member in free}
+        if self._live is None or self._live[0] <= began:
+            self._live = (began, live)
+        return live
+
+    def _live_read_done(self, task: asyncio.Task[frozenset[str]]) -> None:
+        self._live_read = None
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that awaited it got it already
 
     async def sweep(self) -> float:
         """Give back codes neither free nor leased; drop pool entries that are leased.
