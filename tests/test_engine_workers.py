@@ -50,6 +50,9 @@ class Tally:
     def unpicklable(self) -> object:
         return lambda: None
 
+    def hang(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 class Broken:
     def __init__(self) -> None:
@@ -110,6 +113,18 @@ class TestProcessWorker:
         assert not tally.alive
         with pytest.raises(WorkerGone):
             await tally.call("add", 1)
+
+    async def test_a_hung_child_is_killed_and_its_calls_fail(self):
+        worker = ProcessWorker(Tally, 0, name="hangs", call_timeout_s=0.5)
+        try:
+            pid = await worker.call("pid")
+            with pytest.raises(WorkerGone, match="did not answer hang within 0.5 s"):
+                await worker.call("hang", 60)
+            assert process_is_gone(pid)
+            with pytest.raises(WorkerGone):
+                await worker.call("add", 1)
+        finally:
+            await worker.close()
 
     async def test_close_stops_the_child(self, tally):
         pid = await tally.call("pid")

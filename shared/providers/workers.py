@@ -57,19 +57,23 @@ class ThreadWorker:
 class ProcessWorker:
     """Runs the engine ``factory(*args)`` builds in a child process, one method call at a time.
 
+    A call the child has not answered within ``call_timeout_s`` kills it: a hung engine fails
+    its calls with ``WorkerGone`` like a crashed one.
+
     The factory and its arguments are pickled to the child, so the factory must be importable
     (a module-level class or function). If it raises, every call raises the same error. A child
     whose parent dies sees its pipe close and exits; it ignores SIGINT, which the terminal sends
     to the whole process group: the parent decides when it stops.
     """
 
-    def __init__(self, factory: Callable[..., object], *args: Any, name: str) -> None:
+    def __init__(self, factory: Callable[..., object], *args: Any, name: str, call_timeout_s: float = 30.0) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self._process = context.Process(target=_serve, args=(child_end, configured_level(), factory, args), name=name, daemon=True)
         self._process.start()
         child_end.close()  # the child holds its own copy; ours would hide the child's exit
         self.name = name
+        self._call_timeout_s = call_timeout_s
         # One thread does every round trip, so calls reach the child in the order they were made.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._gone: str | None = None
@@ -94,6 +98,13 @@ class ProcessWorker:
             raise WorkerGone(self._gone)
         try:
             self._connection.send((method, args))
+            if not self._connection.poll(self._call_timeout_s):
+                # Hung: its calls would wait for ever. Killed, it is replaced like a crashed one.
+                self._process.kill()
+                self._process.join(timeout=1.0)
+                self._gone = f"{self.name}: the engine process did not answer {method} within {self._call_timeout_s:g} s"
+                log.error("engine_process_hung", worker=self.name, method=method, waited_s=self._call_timeout_s)
+                raise WorkerGone(self._gone)
             succeeded, value = self._connection.recv()
         except (EOFError, OSError):
             self._process.join(timeout=1.0)
