@@ -43,7 +43,8 @@ def build_app(settings: Settings, *, games: bool = True, calls: bool = True) -> 
                 return
             if settings.twilio.auth_token is None:
                 log.warning("twilio_signatures_unchecked", hint="set TWILIO_AUTH_TOKEN and PHONEPATCH_PUBLIC_URL")
-            # CPU-heavy recognition and synthesis run here, never on the event loop.
+            # Synthesis (and recognition with stt_processes = 0) runs in these threads, never on
+            # the event loop; offline recognition otherwise runs in engine processes of its own.
             with ThreadPoolExecutor(settings.speech.workers, thread_name_prefix="speech") as executor:
                 async with aiohttp.ClientSession() as http:
                     stt = build_stt(settings, executor=executor, http=http)
