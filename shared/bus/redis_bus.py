@@ -220,7 +220,7 @@ class RedisBus(Bus):
         self._refresh = client.register_script(_REFRESH)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
-        self._pubsub = client.pubsub()
+        self._pubsub = client.pubsub(push_handler_func=_as_is)
         self._watching_connection = False
 
     @classmethod
@@ -691,6 +691,12 @@ class RedisBus(Bus):
         for sentinel in getattr(manager, "sentinels", ()):  # the connections that found the master
             with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
                 await sentinel.aclose()
+
+
+async def _as_is(message: Any) -> Any:
+    """The pub/sub connection's handler for each message: as it came. redis-py's own logs every
+    message at debug, formatting it whole first (2 us of the 15-18 a message costs to read)."""
+    return message
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
