@@ -203,6 +203,25 @@ class TestEngineProcess:
             await provider.close()
         assert process_is_gone(second.pid)
 
+    async def test_a_call_gone_while_its_session_opens_leaves_nothing_in_the_engine(self):
+        provider = PocketSphinxProvider(processes=1)  # not warmed: the open builds a decoder first
+        try:
+            (worker,) = provider.workers
+
+            async def open_session() -> None:
+                async with provider.session(call_sid="CA1"):
+                    await asyncio.sleep(60)
+
+            opening = asyncio.create_task(open_session())
+            await asyncio.sleep(0.1)  # the open is under way in the engine
+            opening.cancel()
+            await asyncio.gather(opening, return_exceptions=True)
+            async with asyncio.timeout(TIMEOUT_S):
+                while await worker.call("open_sessions"):
+                    await asyncio.sleep(0.05)
+        finally:
+            await provider.close()
+
     async def test_calls_spread_over_the_engine_processes(self):
         provider = PocketSphinxProvider(processes=2)
         try:

@@ -455,6 +455,7 @@ class _Engine:
         self._tuning = tuning
         self._idle: list[Any] = []  # decoders ready for a call
         self._recognizers: dict[str, _Recognizer] = {}
+        self._closed_early: set[str] = set()  # closed before their open ran (threads may race)
         self._lock = threading.Lock()  # a thread worker runs several sessions at once
 
     def warm_up(self, decoders: int) -> None:
@@ -468,7 +469,11 @@ class _Engine:
             decoder = self._idle.pop() if self._idle else None
         recognizer = _Recognizer(decoder or self._new_decoder(), _build_endpointer(self._engine, self._tuning), self._tuning, seed)
         with self._lock:
-            self._recognizers[key] = recognizer
+            if key not in self._closed_early:
+                self._recognizers[key] = recognizer
+                return
+            self._closed_early.discard(key)
+        self._keep_decoder(recognizer, reusable=True)
 
     def handle(self, key: str, batch: Sequence[object]) -> list[SpeechEvent]:
         return self._recognizers[key].handle(batch)
@@ -477,7 +482,13 @@ class _Engine:
         """Forget a session; keep its decoder for another call when it ended cleanly."""
         with self._lock:
             recognizer = self._recognizers.pop(key, None)
-        if recognizer is None or not reusable or self._idle_count() >= self._tuning.max_idle_decoders:
+            if recognizer is None:
+                self._closed_early.add(key)
+                return
+        self._keep_decoder(recognizer, reusable=reusable)
+
+    def _keep_decoder(self, recognizer: _Recognizer, *, reusable: bool) -> None:
+        if not reusable or self._idle_count() >= self._tuning.max_idle_decoders:
             return
         try:
             decoder = recognizer.reset()
@@ -615,6 +626,7 @@ class PocketSphinxProvider(SpeechToText):
             self._workers = [self._spawn(number) for number in range(max(1, processes))]
         self._calls: dict[Worker, int] = dict.fromkeys(self._workers, 0)  # open sessions per worker
         self._keys = itertools.count()
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _spawn(self, number: int) -> ProcessWorker:
         return ProcessWorker(_Engine, self._config_json, self._tuning, name=f"pocketsphinx-{number}")
@@ -630,6 +642,7 @@ class PocketSphinxProvider(SpeechToText):
         await asyncio.gather(*(worker.call("warm_up", decoders) for worker in self._workers))
 
     async def close(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.gather(*(worker.close() for worker in self._workers))
 
     @contextlib.asynccontextmanager
@@ -646,6 +659,11 @@ class PocketSphinxProvider(SpeechToText):
                 await worker.call("open", key, seed)
             except WorkerGone as error:
                 raise ProviderError(f"pocketsphinx: {error}") from error
+            except asyncio.CancelledError:
+                # Cut off (the call hung up) while the engine opened it: the engine forgets it
+                # once it has, or it would keep a decoder (~90 MB) for nobody.
+                self._close_later(worker, key)
+                raise
             session = PocketSphinxSession(worker, key, self._tuning)
             pump = asyncio.create_task(session.run(), name=f"pocketsphinx-{call_sid}")
             try:
@@ -662,6 +680,15 @@ class PocketSphinxProvider(SpeechToText):
             self._calls[worker] -= 1
             if not self._calls[worker] and worker not in self._workers:
                 del self._calls[worker]
+
+    def _close_later(self, worker: Worker, key: str) -> None:
+        async def close() -> None:
+            with contextlib.suppress(RuntimeError, ProviderError):
+                await worker.call("close", key, False)
+
+        task = asyncio.create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _least_busy(self) -> Worker:
         """The worker with the fewest calls; a stopped engine process is replaced first (the

@@ -58,7 +58,8 @@ class ProcessWorker:
     """Runs the engine ``factory(*args)`` builds in a child process, one method call at a time.
 
     A call the child has not answered within ``call_timeout_s`` kills it: a hung engine fails
-    its calls with ``WorkerGone`` like a crashed one.
+    its calls with ``WorkerGone`` like a crashed one. Starting (the spawn, the imports, the
+    factory) has ``start_timeout_s`` of its own, counted from the first call.
 
     The factory and its arguments are pickled to the child, so the factory must be importable
     (a module-level class or function). If it raises, every call raises the same error. A child
@@ -66,7 +67,14 @@ class ProcessWorker:
     to the whole process group: the parent decides when it stops.
     """
 
-    def __init__(self, factory: Callable[..., object], *args: Any, name: str, call_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[..., object],
+        *args: Any,
+        name: str,
+        call_timeout_s: float = 30.0,
+        start_timeout_s: float = 120.0,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self._process = context.Process(target=_serve, args=(child_end, configured_level(), factory, args), name=name, daemon=True)
@@ -74,6 +82,8 @@ class ProcessWorker:
         child_end.close()  # the child holds its own copy; ours would hide the child's exit
         self.name = name
         self._call_timeout_s = call_timeout_s
+        self._start_timeout_s = start_timeout_s
+        self._started = False  # the child said it is ready
         # One thread does every round trip, so calls reach the child in the order they were made.
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._gone: str | None = None
@@ -97,14 +107,12 @@ class ProcessWorker:
         if self._gone is not None:
             raise WorkerGone(self._gone)
         try:
+            if not self._started:
+                self._wait(self._start_timeout_s, "start")
+                self._connection.recv()  # the child's "ready"
+                self._started = True
             self._connection.send((method, args))
-            if not self._connection.poll(self._call_timeout_s):
-                # Hung: its calls would wait for ever. Killed, it is replaced like a crashed one.
-                self._process.kill()
-                self._process.join(timeout=1.0)
-                self._gone = f"{self.name}: the engine process did not answer {method} within {self._call_timeout_s:g} s"
-                log.error("engine_process_hung", worker=self.name, method=method, waited_s=self._call_timeout_s)
-                raise WorkerGone(self._gone)
+            self._wait(self._call_timeout_s, method)
             succeeded, value = self._connection.recv()
         except (EOFError, OSError):
             self._process.join(timeout=1.0)
@@ -114,6 +122,17 @@ class ProcessWorker:
         if succeeded:
             return value
         raise value
+
+    def _wait(self, timeout_s: float, what: str) -> None:
+        """Wait for the child's next message; one that does not come in time means it hangs: its
+        calls would wait for ever. Killed, it is replaced like a crashed one."""
+        if self._connection.poll(timeout_s):
+            return
+        self._process.kill()
+        self._process.join(timeout=1.0)
+        self._gone = f"{self.name}: the engine process did not answer {what} within {timeout_s:g} s"
+        log.error("engine_process_hung", worker=self.name, waiting_for=what, waited_s=timeout_s)
+        raise WorkerGone(self._gone)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Ask the child to exit after the calls already made; kill it if it has not by then.
@@ -150,6 +169,7 @@ def _serve(connection: Connection, log_level: str, factory: Callable[..., object
         engine = factory(*args)
     except Exception as error:
         failure = error
+    connection.send(("ready", None))
     while True:
         try:
             request = connection.recv()
