@@ -96,3 +96,28 @@ async def test_config_file_sets_the_codes(serve, tmp_path):
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 await asyncio.wait_for(second.recv(), TIMEOUT_S)
             assert closed.value.rcvd.code == 1013
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_serves_on_the_event_loop_asked_for(serve, monkeypatch, loop):
+    monkeypatch.setenv("PHONEPATCH_EVENT_LOOP", loop)
+    process, address = serve()
+    await wait_healthy(address)
+    async with websockets.connect(f"ws://{address}/game") as game:
+        assert await asyncio.wait_for(game.recv(), TIMEOUT_S) == OUR_NUMBER
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=TIMEOUT_S)
+    serving = [line for line in map(orjson.loads, filter(lambda line: line.startswith(b"{"), stderr.splitlines())) if line["event"] == "serving"]
+    assert serving and serving[0]["event_loop"] == loop
+
+
+def test_uvloop_asked_for_but_missing_is_a_configuration_error():
+    # As on a machine without uvloop: importing it fails.
+    program = "import sys; sys.modules['uvloop'] = None; from phonepatch.services.cli import main; sys.exit(main())"
+    env = {**os.environ, "PHONEPATCH_EVENT_LOOP": "uvloop", "DEEPGRAM_API_KEY": SECRET_KEY}
+    result = subprocess.run(
+        [sys.executable, "-c", program, "serve", "--port", str(free_port())],
+        env=env, capture_output=True, timeout=3 * TIMEOUT_S,
+    )
+    assert result.returncode == 2
+    assert b"configuration error: event_loop: uvloop is not installed" in result.stderr
