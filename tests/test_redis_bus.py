@@ -73,8 +73,10 @@ class TestLeases:
                 await client.set(Keys(prefix).lease(code), "someone-else")
                 async with asyncio.timeout(2):
                     assert await inbox.get() == CodeLost(code)
-            await bus.return_code(code)  # not this process's any more: nothing is given back
+            await client.set(Keys(prefix).claim(code), "CA-of-the-new-holder")
+            assert await bus.leave_game(code) is None  # not this process's any more: nothing is given back
             assert code not in {m.decode() for m in await client.smembers(Keys(prefix).pool)}
+            assert await client.get(Keys(prefix).claim(code)) == b"CA-of-the-new-holder"
         finally:
             await bus.close()
 

@@ -167,6 +167,9 @@ class GameSession:
         bus = self.gateway.bus
         try:
             call_sid = await bus.leave_game(self.code)
+            if call_sid is None and self.call_sid is not None:
+                # The code was lost: the call this game knew is told, if its claim is still there.
+                call_sid = await bus.release_claim(self.code, self.call_sid)
             if call_sid is not None:
                 await bus.publish_to_call(call_sid, GameLeft(code=self.code, reason=self.close_reason))
         except BusError as error:  # the claim lapses on its own; the call hears of it no sooner

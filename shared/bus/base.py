@@ -35,7 +35,8 @@ class Bus(abc.ABC):
     async def leave_game(self, code: str) -> str | None:
         """A game leaves: drop the claim on its code and give the code back (one step where the
         backend can). Returns the call SID whose claim was dropped, so that the call can be told,
-        or None. Raises ``BusError`` when the call cannot be named; the code goes back even then,
+        or None; None, touching nothing, when the code is no longer this game's (its lease was
+        lost). Raises ``BusError`` when the call cannot be named; the code goes back even then,
         or (on Redis) when its lease runs out."""
         try:
             return await self.release_claim(code)

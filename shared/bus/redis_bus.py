@@ -317,8 +317,10 @@ class RedisBus(Bus):
 
     async def leave_game(self, code: str) -> str | None:
         held = self._held.pop(code, None)
-        if held is None:  # not this process's code (any more): only a claim may be left to drop
-            return await self.release_claim(code)
+        if held is None:
+            # Not this process's code (any more: its lease was lost). A claim on it now may be
+            # another game's: it is left alone (the caller may release its own call's claim).
+            return None
         self._claims.pop(code, None)
         try:
             return await asyncio.shield(self._spawn(self._give_back(code, held[0])))
