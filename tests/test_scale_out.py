@@ -295,3 +295,23 @@ async def test_sigterm_on_a_twilio_gateway_ends_its_calls_and_frees_their_games(
     # the game was told and takes the next call at once (no claim left to expire)
     again = await deployment.call(staying)
     await patch_in(again, game)
+
+
+async def test_a_game_whose_lease_is_lost_is_closed_and_its_call_told(deployment, redis_client):
+    games_gateway = await deployment.start("game-gateway")
+    calls_gateway = await deployment.start("twilio-gateway")
+    game = await deployment.game(games_gateway)
+    call = await deployment.call(calls_gateway)
+    await patch_in(call, game)
+    lease = f"{{scale:{game.code}}}:lease"
+    await redis_client.set(lease, "another-process")  # as if it lapsed and was taken meanwhile
+
+    assert await game.wait_closed() == 1011
+
+    async def call_told() -> bool:
+        return "game_left" in calls_gateway.log_events()
+
+    await eventually(call_told, 2 * TIMEOUT_S)
+    assert await redis_client.get(lease) == b"another-process"  # the new holder's, untouched
+    free, _ = await pool_state(redis_client)
+    assert game.code not in free
