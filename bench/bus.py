@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -78,27 +79,34 @@ def cpu_seconds_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_busy(cpus: str | None) -> tuple[int, int]:
-    """(busy, total) jiffies so far of the CPUs ``cpus`` names ("1-3"), or of all of them."""
+def cpu_busy(cpus: str | None) -> tuple[int, int, int]:
+    """(busy, total, stolen) jiffies so far of the CPUs ``cpus`` names ("1-3"), or of all of them.
+    Stolen: time the hypervisor ran something else while this VM wanted the CPU."""
     first, _, last = (cpus or "").partition("-")
     wanted = {f"cpu{n}" for n in range(int(first), int(last or first) + 1)} if cpus else {"cpu"}
-    busy = total = 0
+    busy = total = stolen = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *values = line.split()
         if name in wanted:
             numbers = [int(value) for value in values[:8]]
             total += sum(numbers)
             busy += sum(numbers) - numbers[3] - numbers[4]  # all but idle and iowait
-    return busy, total
+            stolen += numbers[7]
+    return busy, total, stolen
 
 
-def busy_pct(before: tuple[int, int], after: tuple[int, int]) -> float:
+def busy_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
     return round(100 * (after[0] - before[0]) / max(1, after[1] - before[1]), 1)
+
+
+def stolen_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    return round(100 * (after[2] - before[2]) / max(1, after[1] - before[1]), 2)
 
 
 class GameGateway:
     def __init__(self, redis_url: str, codes_digits: int, cpus: str | None) -> None:
         self.port = free_port()
+        self.cpus = cpus
         self._config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump({"code_digits": codes_digits, "max_message_bytes": 65536, "queue_depth": 4096}, self._config)
         self._config.close()
@@ -134,6 +142,8 @@ async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -
     text is the send stamp (CLOCK_MONOTONIC ns, 19 digits)."""
     address = urlsplit(redis_url)
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    # As every Redis client does: without it, a write waits for the last one's ACK (Nagle).
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     keys = Keys(PREFIX)
     placeholder = "9" * 19
     templates = []
@@ -193,7 +203,7 @@ async def delivery(gateway: GameGateway, redis_url: str, args, program: str, oth
     if (await games.stdout.readline()).decode().strip() != "patched":
         raise SystemExit("bench/wsload.c games: not every game was patched")
     cpu_before = gateway.cpu_seconds()
-    others_before = cpu_busy(others)
+    others_before, gateway_cpu_before = cpu_busy(others), cpu_busy(gateway.cpus)
     command = [sys.executable, __file__, "--role", "publisher", "--redis-url", redis_url,
                "--rate", str(args.rate), "--seconds", str(args.seconds), "--codes", ",".join(codes)]  # fmt: skip
     publisher = await asyncio.create_subprocess_exec(*pinned(command, others), stdout=subprocess.PIPE)
@@ -201,6 +211,7 @@ async def delivery(gateway: GameGateway, redis_url: str, args, program: str, oth
     publisher_figures = json.loads(out.decode().strip().splitlines()[-1])
     published = publisher_figures["published"]
     others_pct = busy_pct(others_before, cpu_busy(others))
+    stolen = stolen_pct(gateway_cpu_before, cpu_busy(gateway.cpus))
     await asyncio.sleep(0.5)
     cpu = gateway.cpu_seconds() - cpu_before
     games.stdin.close()
@@ -220,6 +231,8 @@ async def delivery(gateway: GameGateway, redis_url: str, args, program: str, oth
         # The publisher, Redis and the games share the other CPUs: near 100 %, they and not the
         # gateway set the latency.
         "others_cpu_busy_pct": others_pct,
+        # The hypervisor's share of the gateway's CPU meanwhile: each theft is a stall.
+        "gateway_cpu_stolen_pct": stolen,
         "publisher_cpu_us_per_transcript": round(publisher_figures["cpu_s"] / max(1, published) * 1e6, 1),
         "games_cpu_us_per_transcript": round(figures["cpu_s"] / max(1, figures["delivered"]) * 1e6, 1),
     }
