@@ -40,7 +40,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -157,7 +156,7 @@ async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -
 
     async def read_replies() -> None:
         nonlocal replies
-        while line := await reader.readline():
+        while await reader.readline():
             replies += 1
 
     counting = asyncio.create_task(read_replies())

@@ -300,20 +300,16 @@ class RedisBus(Bus):
         code = popped.decode()
         if code not in self._universe:
             # Left by another configuration sharing the prefix: not ours to give, nor to keep.
-            self._spawn(self._drop_lease(code, value))
+            self._spawn(self._give_back(code, value, to_pool=False))
             return None
         self._held[code] = (value, self._epoch)
         return code
 
     async def return_code(self, code: str) -> None:
-        held = self._held.pop(code, None)
-        if held is None:
-            return
-        self._claims.pop(code, None)
-        # Shielded: a session cancelled while it gives its code back still gives it back.
-        # A failure is logged by the task; the lease then expires and the sweeper gives the code back.
-        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
-            await asyncio.shield(self._spawn(self._give_back(code, held[0])))
+        # A failure is logged by the give-back task; the lease then expires and the sweeper gives
+        # the code back.
+        with contextlib.suppress(BusError):
+            await self.leave_game(code)
 
     async def leave_game(self, code: str) -> str | None:
         held = self._held.pop(code, None)
@@ -323,23 +319,23 @@ class RedisBus(Bus):
             return None
         self._claims.pop(code, None)
         try:
+            # Shielded: a session cancelled while it gives its code back still gives it back.
             return await asyncio.shield(self._spawn(self._give_back(code, held[0])))
         except (*_CONNECTION_ERRORS, RedisError) as error:
             raise BusError(f"redis: leave_game failed: {type(error).__name__}") from error
 
-    async def _give_back(self, code: str, value: str) -> str | None:
-        """Lease, claim and code back in one script on one server; on a cluster the code goes back
-        to the pool apart. Returns the call SID of the claim dropped, if any."""
+    async def _give_back(self, code: str, value: str, *, to_pool: bool = True) -> str | None:
+        """Drop lease and claim and (``to_pool``) put the code back, in one script on one server;
+        on a cluster the code goes back to the pool apart. Returns the call SID of the claim
+        dropped, if any; None too when another holder has the code."""
         keys = [self._keys.lease(code), self._keys.claim(code)]
-        dropped = await self._give_back_script(keys=keys if self._cluster else [*keys, self._keys.pool], args=[value, code])
+        in_script = to_pool and not self._cluster
+        dropped = await self._give_back_script(keys=[*keys, self._keys.pool] if in_script else keys, args=[value, code])
         if dropped is None:
-            return None  # another holder's
-        if self._cluster:
+            return None
+        if to_pool and self._cluster:
             await self._client.sadd(self._keys.pool, code)
         return dropped.decode() or None
-
-    async def _drop_lease(self, code: str, value: str) -> None:
-        await self._give_back_script(keys=[self._keys.lease(code), self._keys.claim(code)], args=[value, code])
 
     async def _give_back_any(self, value: str) -> None:
         """Give back the code a cut-off take script leased under ``value``, if it leased one: the

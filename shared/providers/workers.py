@@ -14,6 +14,7 @@ exception that is not comes back as a ``RuntimeError`` naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import multiprocessing
 import signal
@@ -147,10 +148,8 @@ class ProcessWorker:
     def _stop(self, timeout_s: float) -> None:
         if self._gone is None:
             self._gone = f"{self.name}: the engine process was closed"
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 self._connection.send(_STOP)
-            except OSError:
-                pass  # already gone
         self._process.join(timeout_s)
         if self._process.is_alive():
             log.warning("engine_process_killed", worker=self.name, waited_s=timeout_s)
