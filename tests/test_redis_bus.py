@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.events import CallConnected, CodeLost
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
@@ -192,6 +193,54 @@ class TestLeases:
                     assert await inbox.get() == CallConnected("CA-after")
         finally:
             await bus.close()
+
+
+    async def test_a_burst_read_at_once_reaches_every_session_whole_and_in_order(self, server, client, prefix):
+        """Messages that arrive in one read are taken from the parser together (the reader's
+        fast path): none is lost, reordered or sent to another channel's session, and a
+        subscription confirmed behind them still completes."""
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        keys = Keys(prefix)
+        try:
+            async with bus.subscribe_game("1", depth=1000) as one, bus.subscribe_game("2", depth=1000) as two:
+                async with client.pipeline(transaction=False) as pipe:
+                    for n in range(300):
+                        pipe.publish(keys.game_channel(str(1 + n % 2)), wire.encode(CallConnected(f"CA-{n}")))
+                    await pipe.execute()
+                async with bus.subscribe_game("3", depth=4) as three:
+                    await client.publish(keys.game_channel("3"), wire.encode(CallConnected("CA-three")))
+                    async with asyncio.timeout(5):
+                        assert await three.get() == CallConnected("CA-three")
+                        got_one = [await one.get() for _ in range(150)]
+                        got_two = [await two.get() for _ in range(150)]
+                assert got_one == [CallConnected(f"CA-{n}") for n in range(0, 300, 2)]
+                assert got_two == [CallConnected(f"CA-{n}") for n in range(1, 300, 2)]
+                assert len(one) == len(two) == 0
+        finally:
+            await bus.close()
+
+
+    async def test_a_refused_subscription_is_a_bus_error_and_the_reader_goes_on(self, server, client, prefix):
+        """An error reply on the pub/sub connection (here Redis's ACL refuses one channel) fails
+        that subscription only: the reader keeps routing the others."""
+        keys = Keys(prefix)
+        user = f"limited-{prefix}"
+        await client.execute_command(
+            "ACL", "SETUSER", user, "on", ">secret", "~*", "+@all", "resetchannels", f"&{keys.game_channel('1')}"
+        )
+        url = f"redis://{user}:secret@127.0.0.1:{server.port}/0"
+        bus = await RedisBus.start(connect_redis(url), CODES, quick(prefix))
+        try:
+            async with bus.subscribe_game("1", depth=4) as inbox:
+                with pytest.raises(BusError, match="not confirmed"):
+                    async with bus.subscribe_game("2", depth=4):
+                        pass
+                await client.publish(keys.game_channel("1"), wire.encode(CallConnected("CA-still")))
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == CallConnected("CA-still")
+        finally:
+            await bus.close()
+            await client.execute_command("ACL", "DELUSER", user)
 
 
 class CuttingRedis(aioredis.Redis):

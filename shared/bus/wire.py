@@ -71,24 +71,28 @@ def _transcript(transcript: Transcript) -> dict[str, Any]:
 
 
 def _read_transcript(data: dict[str, Any]) -> Transcript:
-    raw = data["raw"]
+    # The hot path of a game-gateway (one call per transcript delivered): no generator is built
+    # for the empty lists most transcripts carry.
+    raw, words, alternatives = data["raw"], data["words"], data["alternatives"]
     return Transcript(
-        text=_str(data["text"]),
-        is_final=bool(data["final"]),
-        speech_final=bool(data["speech_final"]),
-        confidence=float(data["confidence"]),
-        words=tuple(
-            Word(_str(word), float(start), float(end), float(confidence), punctuated if punctuated is None else _str(punctuated))
-            for word, start, end, confidence, punctuated in data["words"]
-        ),
-        start_s=float(data["start"]),
-        duration_s=float(data["duration"]),
-        alternatives=tuple(_str(text) for text in data["alternatives"]),
-        raw_json=None if raw is None else _str(raw),
+        _str(data["text"]),
+        bool(data["final"]),
+        bool(data["speech_final"]),
+        float(data["confidence"]),
+        tuple(map(_read_word, words)) if words else (),
+        float(data["start"]),
+        float(data["duration"]),
+        tuple(map(_str, alternatives)) if alternatives else (),
+        None if raw is None else _str(raw),
     )
 
 
+def _read_word(word: list[Any]) -> Word:
+    text, start, end, confidence, punctuated = word
+    return Word(_str(text), float(start), float(end), float(confidence), punctuated if punctuated is None else _str(punctuated))
+
+
 def _str(value: Any) -> str:
-    if not isinstance(value, str):
+    if value.__class__ is not str:
         raise TypeError("expected a string")
     return value
