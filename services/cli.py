@@ -95,6 +95,12 @@ def _serve(settings: Settings, command: str) -> int:
         "serving", role=command, host=settings.host, port=settings.port, codes=len(settings.pool()),
         event_loop=type(loop).__module__.split(".")[0],
     )
+    if command == "game-gateway":  # games only: on picows (services/game_gateway/server.py)
+        from phonepatch.services.game_gateway.server import run_game_gateway
+
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(run_game_gateway(settings))
+        return 0
     web.run_app(
         build_app(settings, games=games, calls=calls),
         host=settings.host,

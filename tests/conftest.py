@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from peers import API_KEY, FakeCall, FakeDeepgram, GameClient
 from phonepatch.services.allinone.app import build_app
 from phonepatch.services.context import GATEWAY, Gateway
+from phonepatch.services.game_gateway.server import GameServer
 from phonepatch.shared.config import Settings, build_settings
 
 
@@ -24,13 +25,17 @@ class RunningServer:
     app: web.Application
     http: aiohttp.ClientSession
     clients: list[aiohttp.ClientWebSocketResponse] = dataclasses.field(default_factory=list)
+    game_url: str = ""  # where games connect: the app's own /game, or the picows game server's
+
+    def __post_init__(self) -> None:
+        self.game_url = self.game_url or self.base_url + "/game"
 
     @property
     def gateway(self) -> Gateway:
         return self.app[GATEWAY]
 
     async def game(self) -> GameClient:
-        game = await GameClient.connect(self.http, self.base_url + "/game")
+        game = await GameClient.connect(self.http, self.game_url)
         self.clients.append(game.ws)
         return game
 
@@ -82,15 +87,24 @@ def settings(deepgram: FakeDeepgram) -> Settings:
 
 
 @pytest.fixture
+def games_on() -> str:
+    """The server that carries game sockets: aiohttp, as in ``serve``, or picows, as in
+    ``game-gateway``. A test parametrizes ``games_on`` to run on both."""
+    return "aiohttp"
+
+
+@pytest.fixture
 async def start_server(
-    deepgram: FakeDeepgram,
+    deepgram: FakeDeepgram, games_on: str
 ) -> AsyncIterator[Callable[[Settings], Awaitable[RunningServer]]]:
     """Factory: start a real server on a free port; everything it started is closed afterwards.
+    With ``games_on`` picows, games connect to a picows game server on the same bus instead.
 
     It depends on the fake provider so that servers stop before the provider they talk to.
     """
     runners: list[web.AppRunner] = []
     servers: list[RunningServer] = []
+    game_servers: list[GameServer] = []
     async with aiohttp.ClientSession() as http:
 
         async def start(settings: Settings) -> RunningServer:
@@ -100,14 +114,20 @@ async def start_server(
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             port = runner.addresses[0][1]
-            servers.append(RunningServer(f"http://127.0.0.1:{port}", app, http))
-            return servers[-1]
+            running = RunningServer(f"http://127.0.0.1:{port}", app, http)
+            if games_on == "picows":
+                game_servers.append(GameServer(running.gateway))
+                running.game_url = f"ws://127.0.0.1:{await game_servers[-1].start('127.0.0.1', 0)}/game"
+            servers.append(running)
+            return running
 
         try:
             yield start
         finally:
             for running in servers:
                 await running.close_clients()
+            for games in game_servers:
+                await games.close()
             for runner in reversed(runners):
                 await runner.cleanup()
 

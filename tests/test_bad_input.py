@@ -108,6 +108,7 @@ class TestTwilioDuringCall:
         assert await game.receive_text() == "connected"
 
 
+@pytest.mark.parametrize("games_on", ["aiohttp", "picows"])
 class TestGameSocket:
     async def test_binary_from_game_closes_1003_and_returns_the_code(self, small_server):
         game = await small_server.game()

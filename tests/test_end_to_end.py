@@ -10,6 +10,9 @@ import pytest
 from peers import DROP_PHRASE, TIMEOUT_S, FakeDeepgram
 from phonepatch.shared.protocol import twilio_media as media
 
+# Every session here runs with its game on either server that carries games.
+pytestmark = pytest.mark.parametrize("games_on", ["aiohttp", "picows"])
+
 
 async def eventually(predicate, timeout_s: float = TIMEOUT_S) -> None:
     """Wait for a condition that only the server's own clean-up can make true."""
@@ -36,7 +39,7 @@ class TestGameSession:
         server = await start_server(dataclasses.replace(settings, game_codes=("apple",)))
         first = await server.game()
         assert first.code == "apple"
-        refused = await server.http.ws_connect(server.base_url + "/game")
+        refused = await server.http.ws_connect(server.game_url)
         message = await refused.receive(timeout=TIMEOUT_S)
         assert refused.close_code == 1013
         assert "no free game code" in (message.extra or "")

@@ -12,10 +12,10 @@ so every operation maps onto one atomic command or script:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from phonepatch.shared.bus.events import CallEvent, GameEvent
+from phonepatch.shared.bus.events import BusGap, CallEvent, GameEvent
 from phonepatch.shared.bus.queue import SessionQueue
 
 __all__ = ["Bus"]
@@ -83,9 +83,12 @@ class Bus(abc.ABC):
     def _call_channel(self, call_sid: str) -> str: ...
 
     @asynccontextmanager
-    async def subscribe_game(self, code: str, *, depth: int) -> AsyncIterator[SessionQueue[GameEvent]]:
-        """Receive what is published toward ``code`` while the context is open."""
-        async with self._subscription(self._game_channel(code), depth) as queue:
+    async def subscribe_game(
+        self, code: str, *, depth: int, sink: Callable[[GameEvent | BusGap], None] | None = None
+    ) -> AsyncIterator[SessionQueue[GameEvent]]:
+        """Receive what is published toward ``code`` while the context is open: queued, or handed
+        to ``sink`` as it comes (which must not block)."""
+        async with self._subscription(self._game_channel(code), depth, sink) as queue:
             yield queue
 
     @asynccontextmanager
@@ -97,8 +100,10 @@ class Bus(abc.ABC):
             yield queue
 
     @asynccontextmanager
-    async def _subscription(self, channel: str, depth: int) -> AsyncIterator[SessionQueue]:
-        queue: SessionQueue = SessionQueue(depth)
+    async def _subscription(
+        self, channel: str, depth: int, sink: Callable[[GameEvent | BusGap], None] | None = None
+    ) -> AsyncIterator[SessionQueue]:
+        queue: SessionQueue = SessionQueue(depth, sink)
         await self._subscribe(channel, queue)
         try:
             yield queue

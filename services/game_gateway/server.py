@@ -1,0 +1,274 @@
+"""``phonepatch game-gateway``: game sockets on picows, ``/game`` and ``/healthz`` only.
+
+A game-gateway serves nothing but games, so it runs on picows, whose frames and handshakes are
+parsed in C: a game's connect and disconnect cost about half of what they cost on aiohttp here,
+and what the bus delivers is written to the game's socket as it comes, with no task between
+(``GameListener.deliver``). What a session does is ``GameSession``, as on aiohttp in ``serve``.
+
+Bad input gets the close codes of RFC 6455 §7.4.1: binary 1003, text that is not UTF-8 1007, a
+message over ``max_message_bytes`` (in one frame or in fragments) 1009; a game that does not read
+what it is sent (over ``max_message_bytes`` × ``queue_depth`` buffered) 1008. SIGTERM stops the
+listener, closes each game with 1001, and waits up to ``close_timeout_s`` for their sessions to
+give their codes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import deque
+from contextlib import AsyncExitStack
+
+import orjson
+import picows
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
+from structlog.contextvars import bound_contextvars
+
+from phonepatch.services.bus import open_bus
+from phonepatch.services.context import Gateway
+from phonepatch.services.game_gateway.session import (
+    BINARY,
+    BUS_DOWN,
+    BUS_LOST,
+    FAILED,
+    NOT_UTF8,
+    POOL_EXHAUSTED,
+    SHUTTING_DOWN,
+    TOO_BIG,
+    TOO_SLOW,
+    Ending,
+    GameSession,
+)
+from phonepatch.shared.bus.events import BusGap, GameEvent
+from phonepatch.shared.config import Settings
+from phonepatch.shared.errors import BusError, PoolExhaustedError
+from phonepatch.shared.logs import get_logger
+
+__all__ = ["GameServer", "run_game_gateway"]
+
+log = get_logger(__name__)
+
+_HEALTHY = orjson.dumps({"status": "ok"})
+_TEXTS_HIGH, _TEXTS_LOW = 32, 8  # game texts waiting to be published: stop reading, read again
+
+
+class GameServer:
+    """Games on picows, on ``gateway``'s bus. :meth:`start` listens; :meth:`close` ends every game."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.games: set[GameListener] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host``:``port`` (0: any free port); returns the port."""
+        limits = self.gateway.settings.limits
+        self._server = await picows.ws_create_server(
+            self._route,
+            host,
+            port,
+            websocket_handshake_timeout=limits.start_timeout_s,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=limits.game_heartbeat_s,
+            auto_ping_reply_timeout=limits.game_heartbeat_s,
+            max_frame_size=limits.max_message_bytes,
+            read_buffer_init_size=1024,
+            logger_name="game-gateway",
+        )
+        return self._server.sockets[0].getsockname()[1]
+
+    def _route(self, request: WSUpgradeRequest) -> GameListener | picows.WSUpgradeResponseWithListener | None:
+        path = request.path.split(b"?", 1)[0]
+        if path == b"/game":
+            return GameListener(self)
+        if path == b"/healthz":
+            response = picows.WSUpgradeResponse.create_ok_response(_HEALTHY, {"Content-Type": "application/json"})
+            return picows.WSUpgradeResponseWithListener(response, None)
+        return None  # 404
+
+    async def close(self) -> None:
+        """Stop accepting, close every game with 1001, and wait (bounded) for their sessions to
+        give their codes back."""
+        if self._server is not None:
+            self._server.close()
+        sessions = [game.task for game in self.games if game.task is not None]
+        for game in list(self.games):
+            game.end(SHUTTING_DOWN)
+        if sessions:
+            _, stuck = await asyncio.wait(sessions, timeout=self.gateway.settings.limits.close_timeout_s)
+            if stuck:
+                log.warning("game_sessions_left_running", count=len(stuck))
+
+
+class GameListener(WSListener):
+    """One game socket: picows calls it with each frame; its session runs in one task."""
+
+    def __init__(self, server: GameServer) -> None:
+        super().__init__()
+        self.server = server
+        self.transport: WSTransport | None = None
+        self.session: GameSession | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.ending: Ending | None = None
+        self._gone = asyncio.get_running_loop().create_future()
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+        self._texts: deque[str] = deque()
+        self._speaking: asyncio.Task[None] | None = None
+        self._paused = False
+        self.peer_close_code: int | None = None
+
+    # -- picows callbacks ------------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server.games.add(self)
+        self.task = asyncio.create_task(self._run(), name="game-session")
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.server.games.discard(self)
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.CONTINUATION:
+            self._on_text_frame(frame)
+        elif kind is WSMsgType.CLOSE:
+            self.peer_close_code = int(frame.get_close_code())
+            if not transport.is_close_frame_sent:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        elif kind is WSMsgType.BINARY:
+            log.warning("game_sent_binary", bytes=frame.payload_size, code=self._code)
+            self.end(BINARY)
+
+    def _on_text_frame(self, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CONTINUATION and not self._fragments:
+            return  # picows closes the socket for a continuation without a start
+        if not frame.fin or self._fragments:
+            self._fragments_size += frame.payload_size
+            if self._fragments_size > self.server.gateway.settings.limits.max_message_bytes:
+                self.end(TOO_BIG)
+                return
+            self._fragments.append(frame.get_payload_as_bytes())
+            if not frame.fin:
+                return
+            payload = b"".join(self._fragments)
+            self._fragments, self._fragments_size = [], 0
+        else:
+            payload = frame.get_payload_as_bytes()
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError:
+            self.end(NOT_UTF8)
+            return
+        # In order, one at a time: a task only while there is something to speak. A game that
+        # sends faster than that is not read from until it has caught up, as on aiohttp.
+        self._texts.append(text)
+        if len(self._texts) >= _TEXTS_HIGH and self.transport is not None:
+            self.transport.underlying_transport.pause_reading()
+            self._paused = True
+        if self._speaking is None and self.session is not None:
+            self._speaking = asyncio.create_task(self._speak(self.session), name="game-texts")
+
+    # -- the session ---------------------------------------------------------------------------
+
+    @property
+    def _code(self) -> str | None:
+        return self.session.code if self.session is not None else None
+
+    def end(self, ending: Ending) -> None:
+        """Close the socket with ``ending`` (once); the session then gives its code back."""
+        if self.ending is not None or self.transport is None:
+            return
+        self.ending = ending
+        if self.session is not None:
+            self.session.close_reason = ending.reason
+        self.transport.send_close(WSCloseCode(ending.code), ending.message.encode())
+        self.transport.disconnect()
+
+    def deliver(self, event: GameEvent | BusGap) -> None:
+        """The bus hands each event here as it comes: rendered and written, never awaited."""
+        session, transport = self.session, self.transport
+        if session is None or transport is None or self.ending is not None:
+            return
+        text = session.render(event)
+        if text is not None:
+            transport.send(WSMsgType.TEXT, text.encode())
+            limits = self.server.gateway.settings.limits
+            if transport.underlying_transport.get_write_buffer_size() > limits.max_message_bytes * limits.queue_depth:
+                self.end(TOO_SLOW)
+                return
+        if (ending := session.ending(event)) is not None:
+            self.end(ending)
+
+    async def _run(self) -> None:
+        gateway = self.server.gateway
+        try:
+            code = await gateway.bus.take_code()
+        except PoolExhaustedError:
+            log.warning("pool_exhausted")
+            self.end(POOL_EXHAUSTED)
+            return
+        except BusError as error:
+            log.error("bus_unavailable", error=str(error))
+            self.end(BUS_DOWN)
+            return
+        self.session = session = GameSession(code, gateway)
+        with bound_contextvars(code=code):
+            try:
+                async with AsyncExitStack() as stack:
+                    if not self._gone.done():
+                        await stack.enter_async_context(
+                            gateway.bus.subscribe_game(code, depth=gateway.settings.limits.queue_depth, sink=self.deliver)
+                        )
+                    if not self._gone.done() and self.ending is None and self.transport is not None:
+                        for text in session.hello():
+                            self.transport.send(WSMsgType.TEXT, text.encode())
+                        log.info("game_connected")
+                        if self._texts:
+                            self._speaking = asyncio.create_task(self._speak(session), name="game-texts")
+                    await self._gone
+                    if self._speaking is not None:
+                        await asyncio.shield(self._speaking)
+            except BusError as error:
+                log.error("bus_unavailable", error=str(error))
+                self.end(BUS_LOST)
+            except Exception:
+                log.exception("game_session_failed")
+                self.end(FAILED)
+            finally:
+                if self.ending is None and self.transport is not None and not self.transport.is_disconnected:
+                    self.transport.disconnect()  # cancelled: the socket goes with its session
+                close_code = int(self.ending.code) if self.ending is not None else self.peer_close_code
+                await asyncio.shield(session.leave(close_code))
+
+    async def _speak(self, session: GameSession) -> None:
+        try:
+            while self._texts:
+                await session.on_text(self._texts.popleft())
+                if self._paused and len(self._texts) <= _TEXTS_LOW and self.transport is not None:
+                    self._paused = False
+                    self.transport.underlying_transport.resume_reading()
+        except BusError as error:
+            log.error("bus_unavailable", error=str(error))
+            self.end(BUS_LOST)
+        finally:
+            self._speaking = None
+
+
+async def run_game_gateway(settings: Settings) -> None:
+    """Serve games on the configured bus until SIGTERM or SIGINT, then close them gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with open_bus(settings) as bus:
+        games = GameServer(Gateway(settings=settings, bus=bus))
+        await games.start(settings.host, settings.port)
+        try:
+            await stop.wait()
+        finally:
+            log.info("shutting_down", games=len(games.games))
+            await games.close()
