@@ -39,7 +39,7 @@ from phonepatch.services.game_gateway.session import (
     Ending,
     GameSession,
 )
-from phonepatch.shared.bus.events import BusGap, GameEvent
+from phonepatch.shared.bus.events import BusGap, GameEvent, TranscriptReady
 from phonepatch.shared.config import Settings
 from phonepatch.shared.errors import BusError, PoolExhaustedError
 from phonepatch.shared.logs import get_logger
@@ -191,17 +191,23 @@ class GameListener(WSListener):
     def deliver(self, event: GameEvent | BusGap) -> None:
         """The bus hands each event here as it comes: rendered and written, never awaited."""
         session, transport = self.session, self.transport
-        if session is None or transport is None or self.ending is not None:
+        if session is None or transport is None or self.ending is not None or transport.is_disconnected:
             return
-        text = session.render(event)
-        if text is not None:
-            transport.send(WSMsgType.TEXT, text.encode())
-            limits = self.server.gateway.settings.limits
-            if transport.underlying_transport.get_write_buffer_size() > limits.max_message_bytes * limits.queue_depth:
-                self.end(TOO_SLOW)
-                return
-        if (ending := session.ending(event)) is not None:
-            self.end(ending)
+        if event.__class__ is TranscriptReady:  # the hot path: nothing to log
+            self._send(session.render(event))
+            return
+        with bound_contextvars(code=session.code):  # it runs in the deliverer's context
+            self._send(session.render(event))
+            if (ending := session.ending(event)) is not None:
+                self.end(ending)
+
+    def _send(self, text: str | None) -> None:
+        if text is None or self.transport is None:
+            return
+        self.transport.send(WSMsgType.TEXT, text.encode())
+        limits = self.server.gateway.settings.limits
+        if self.transport.underlying_transport.get_write_buffer_size() > limits.max_message_bytes * limits.queue_depth:
+            self.end(TOO_SLOW)
 
     async def _run(self) -> None:
         gateway = self.server.gateway
@@ -214,6 +220,10 @@ class GameListener(WSListener):
         except BusError as error:
             log.error("bus_unavailable", error=str(error))
             self.end(BUS_DOWN)
+            return
+        except Exception:
+            log.exception("game_session_failed")
+            self.end(FAILED)
             return
         self.session = session = GameSession(code, gateway)
         with bound_contextvars(code=code):
