@@ -243,6 +243,21 @@ class TestLeases:
             await client.execute_command("ACL", "DELUSER", user)
 
 
+    async def test_scripts_redis_forgot_are_loaded_again(self, server, client, prefix):
+        """Takes and give-backs run batched by their scripts' digests; a Redis that lost its
+        scripts (SCRIPT FLUSH, as after a restart) has them loaded again, and nothing is lost."""
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        try:
+            await client.script_flush()
+            codes = await asyncio.gather(*(bus.take_code() for _ in range(3)))
+            await client.script_flush()
+            await asyncio.gather(*(bus.leave_game(code) for code in codes))
+            free, leases = await pool_state(client, Keys(prefix))
+            assert free == set(CODES) and not leases
+        finally:
+            await bus.close()
+
+
 class CuttingRedis(aioredis.Redis):
     """A client that cancels its caller at one chosen point: before its n-th command reaches
     Redis, or after Redis ran it but before the reply came back. The bus's own upkeep (heartbeat,
@@ -253,14 +268,25 @@ class CuttingRedis(aioredis.Redis):
     commands = 0
 
     async def execute_command(self, *args, **options):
+        return await self._cutting(super().execute_command(*args, **options))
+
+    def pipeline(self, transaction: bool = True, shard_hint=None):
+        """A pipeline (the bus batches its scripts in them) is one command here."""
+        return CuttingPipeline(self, self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+    async def _cutting(self, command):
         task = asyncio.current_task()
         if self.cut is None or (task is not None and task.get_name() in ("bus-heartbeat", "bus-sweeper")):
-            return await super().execute_command(*args, **options)
+            return await command
         self.commands += 1
         number, when = self.cut
         if (number, when) == (self.commands, "before"):
-            self._cancel()
-        result = await super().execute_command(*args, **options)
+            try:
+                self._cancel()
+            except asyncio.CancelledError:
+                command.close()
+                raise
+        result = await command
         if (number, when) == (self.commands, "after"):
             self._cancel()
         return result
@@ -272,6 +298,15 @@ class CuttingRedis(aioredis.Redis):
             raise asyncio.CancelledError
         assert self.victim is not None
         self.victim.cancel()
+
+
+class CuttingPipeline(aioredis.client.Pipeline):
+    def __init__(self, cutter: CuttingRedis, *args) -> None:
+        super().__init__(*args)
+        self._cutter = cutter
+
+    async def execute(self, raise_on_error: bool = True):
+        return await self._cutter._cutting(super().execute(raise_on_error))  # noqa: SLF001
 
 
 class TestCancellation:
