@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 from collections.abc import AsyncIterator, Iterator
@@ -254,6 +255,44 @@ class TestLeases:
             await asyncio.gather(*(bus.leave_game(code) for code in codes))
             free, leases = await pool_state(client, Keys(prefix))
             assert free == set(CODES) and not leases
+        finally:
+            await bus.close()
+
+
+    async def test_subscriptions_asked_together_are_all_kept_and_none_leaks(self, server, client, prefix):
+        """(Un)subscriptions of one turn of the loop are sent together: a channel left and
+        joined again before they go stays subscribed and delivers; one given up on before they
+        go is never sent; and when every session has left, Redis holds no subscription."""
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        keys = Keys(prefix)
+
+        async def subscribers() -> dict[str, int]:
+            channels = [keys.game_channel(code) for code in CODES]
+            counts = await client.execute_command("PUBSUB", "NUMSUB", *channels)
+            return {channel.decode(): count for channel, count in zip(counts[::2], counts[1::2]) if count}
+
+        try:
+            async with asyncio.timeout(5):
+                async with contextlib.AsyncExitStack() as stack:
+                    inboxes = await asyncio.gather(
+                        *(stack.enter_async_context(bus.subscribe_game(code, depth=4)) for code in CODES)
+                    )
+                    assert len(await subscribers()) == len(CODES)
+                # Left and joined again in one turn: nothing is sent, the subscription stays.
+                async with bus.subscribe_game("1", depth=4) as again:
+                    await client.publish(keys.game_channel("1"), wire.encode(CallConnected("CA-again")))
+                    assert await again.get() == CallConnected("CA-again")
+                    while set(await subscribers()) != {keys.game_channel("1")}:
+                        await asyncio.sleep(0.01)
+                # Given up on before it was sent.
+                joining = asyncio.create_task(bus.subscribe_game("2", depth=4).__aenter__())
+                await asyncio.sleep(0)
+                joining.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await joining
+                while await subscribers():
+                    await asyncio.sleep(0.01)
+            assert all(len(inbox) == 0 for inbox in inboxes)
         finally:
             await bus.close()
 

@@ -82,6 +82,7 @@ _MAX_CONNECTIONS = 32  # per process, besides the pub/sub connection
 _BATCH = 256  # renewals per round trip
 _CLOSE_TIMEOUT_S = 3.0
 _MESSAGE_KINDS = (b"message", b"smessage")
+_SUBSCRIBED = (b"subscribe", b"ssubscribe")
 
 # KEYS: lease, claim[, pool]. ARGV: holder, code. When the lease is this holder's, or gone (it
 # expired, or a cut-off take never set it): deletes lease and claim, adds the code to the pool
@@ -214,6 +215,9 @@ class RedisBus(Bus):
         self._routes: dict[str, set[SessionQueue]] = {}
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._routes_changed = asyncio.Event()
+        self._to_subscribe: set[str] = set()  # channels to (un)subscribe on one server, not sent yet
+        self._to_unsubscribe: set[str] = set()
+        self._subscribing: asyncio.Task[None] | None = None
         self._gap = False
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -495,6 +499,10 @@ class RedisBus(Bus):
             queues.add(queue)
             return
         self._routes[channel] = {queue}
+        self._routes_changed.set()  # the reader waits while nothing is routed
+        if channel in self._to_unsubscribe:  # not sent yet: the channel is still subscribed
+            self._to_unsubscribe.discard(channel)
+            return
         confirmed = asyncio.get_running_loop().create_future()
         self._confirmations[channel] = confirmed
         try:
@@ -502,9 +510,8 @@ class RedisBus(Bus):
                 await self._pubsub.ssubscribe(channel)
                 self._start_node_readers()
             else:
-                await self._pubsub.subscribe(channel)
-                self._watch_connection()
-                self._routes_changed.set()
+                self._to_subscribe.add(channel)
+                self._send_subscriptions()
             async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
                 await confirmed
         except BaseException as error:
@@ -524,11 +531,42 @@ class RedisBus(Bus):
         if queues:
             return
         del self._routes[channel]
-        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
-            if self._cluster:
-                await self._pubsub.sunsubscribe(channel)
+        if not self._cluster:
+            if channel in self._to_subscribe:  # never sent: nothing to undo
+                self._to_subscribe.discard(channel)
             else:
-                await self._pubsub.unsubscribe(channel)
+                self._to_unsubscribe.add(channel)
+                self._send_subscriptions()
+            return
+        with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+            await self._pubsub.sunsubscribe(channel)
+
+    def _send_subscriptions(self) -> None:
+        """(Un)subscriptions asked for in one turn of the loop go in one command each, sent by
+        one task at a time, so that a channel's commands reach Redis in the order asked."""
+        if self._subscribing is None:
+            self._subscribing = asyncio.create_task(self._subscriptions(), name="bus-subscriptions")
+
+    async def _subscriptions(self) -> None:
+        try:
+            while self._to_subscribe or self._to_unsubscribe:
+                gone, new = self._to_unsubscribe, self._to_subscribe
+                self._to_unsubscribe, self._to_subscribe = set(), set()
+                if gone:
+                    with contextlib.suppress(*_CONNECTION_ERRORS, RedisError):
+                        await self._pubsub.unsubscribe(*gone)
+                if new:
+                    try:
+                        await self._pubsub.subscribe(*new)
+                    except (*_CONNECTION_ERRORS, RedisError) as error:
+                        for channel in new:
+                            confirmed = self._confirmations.get(channel)
+                            if confirmed is not None and not confirmed.done():
+                                confirmed.set_exception(error)
+                        continue
+                    self._watch_connection()
+        finally:
+            self._subscribing = None
 
     def _watch_connection(self) -> None:
         """Be told of every reconnect of the pub/sub connection, even one the client retries
@@ -602,6 +640,8 @@ class RedisBus(Bus):
         while True:
             if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_KINDS:
                 self._route(reply[1], reply[2])
+            elif isinstance(reply, list) and len(reply) == 3 and reply[0] in _SUBSCRIBED:
+                self._confirm(reply[1])  # the client keeps nothing of these
             elif isinstance(reply, Exception):
                 raise reply
             elif reply is not None:
@@ -709,7 +749,7 @@ class RedisBus(Bus):
         # The flag ends a loop whose cancellation a client-side timeout turned into TimeoutError
         # (an OSError, which the loops survive); the wait is bounded whatever a task does.
         self._closing = True
-        tasks = [*self._tasks, *self._node_readers.values()]
+        tasks = [*self._tasks, *self._node_readers.values(), *([self._subscribing] if self._subscribing else [])]
         for task in tasks:
             task.cancel()
         if tasks:
