@@ -14,8 +14,8 @@ process (pinned to CPU 0 when there are two or more; everything else runs on the
 2. **Churn**: ``--clients`` concurrent clients connect a game, read its number and code and
    disconnect, as fast as they can for ``--seconds``, also with ``bench/wsload.c``. Target: >= 5,000 connects + disconnects per second, and
    no code lost (the pool holds every code afterwards, no lease left). ``--ceiling`` also runs the
-   same clients against ``bench/bare_ws.py`` (aiohttp alone, on the same CPU and event loop): what
-   one core can do before phonepatch does anything.
+   same clients against ``bench/bare_ws.py`` (picows alone, then aiohttp alone, on the same CPU and
+   event loop): what one core can do before phonepatch does anything.
 
     python bench/bus.py                     # both, with the targets
     python bench/bus.py --rate 2000 --only delivery
@@ -290,10 +290,10 @@ async def churn(gateway: GameGateway, redis_url: str, args, pool_size: int, prog
     }
 
 
-async def ceiling(http: aiohttp.ClientSession, args, program: str, gateway_cpus: str | None, others: str | None) -> dict:
-    """The same clients against bare aiohttp (``bench/bare_ws.py``) on the gateway's CPU."""
+async def ceiling(http: aiohttp.ClientSession, args, program: str, stack: str, gateway_cpus: str | None, others: str | None) -> dict:
+    """The same clients against a bare server (``bench/bare_ws.py``) on the gateway's CPU."""
     port = free_port()
-    command = [sys.executable, str(Path(__file__).with_name("bare_ws.py")), "--port", str(port), "--loop", args.ceiling_loop]
+    command = [sys.executable, str(Path(__file__).with_name("bare_ws.py")), "--port", str(port), "--stack", stack, "--loop", args.ceiling_loop]
     server = subprocess.Popen(pinned(command, gateway_cpus))
     try:
         await wait_healthy(http, port, server)
@@ -304,7 +304,7 @@ async def ceiling(http: aiohttp.ClientSession, args, program: str, gateway_cpus:
         server.terminate()
         server.wait(timeout=30)
     return {
-        "server": f"bare aiohttp, {args.ceiling_loop}",
+        "server": f"bare {stack}, {args.ceiling_loop}",
         "cycles": figures["cycles"],
         "errors": figures["errors"],
         "per_s": round(figures["cycles"] / figures["elapsed_s"]),
@@ -342,7 +342,9 @@ async def main_async(args) -> int:
                     print(json.dumps({"churn": result, "target": f">= {CHURN_PER_S}/s, no code lost", "met": ok}), flush=True)
                     missed |= not ok
                     if args.ceiling:
-                        print(json.dumps({"ceiling": await ceiling(http, args, program, gateway_cpus, others)}), flush=True)
+                        for stack in ("picows", "aiohttp"):
+                            figures = await ceiling(http, args, program, stack, gateway_cpus, others)
+                            print(json.dumps({"ceiling": figures}), flush=True)
     finally:
         gateway.stop()
         server.close()
@@ -357,7 +359,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=64, help="concurrent connect/disconnect loops")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--only", choices=["delivery", "churn"])
-    parser.add_argument("--ceiling", action="store_true", help="also churn against bare aiohttp (bench/bare_ws.py)")
+    parser.add_argument("--ceiling", action="store_true", help="also churn against bare picows and aiohttp (bench/bare_ws.py)")
     parser.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--role", choices=["publisher"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
