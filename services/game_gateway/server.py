@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import deque
-from contextlib import AsyncExitStack
 
 import orjson
 import picows
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WSUpgradeRequest
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from phonepatch.services.bus import open_bus
 from phonepatch.services.context import Gateway
@@ -225,34 +224,37 @@ class GameListener(WSListener):
             log.exception("game_session_failed")
             self.end(FAILED)
             return
+        bind_contextvars(code=code)  # in this session's task only: each task has its own context
         self.session = session = GameSession(code, gateway)
-        with bound_contextvars(code=code):
-            try:
-                async with AsyncExitStack() as stack:
-                    if not self._gone.done():
-                        await stack.enter_async_context(
-                            gateway.bus.subscribe_game(code, depth=gateway.settings.limits.queue_depth, sink=self.deliver)
-                        )
-                    if not self._gone.done() and self.ending is None and self.transport is not None:
-                        for text in session.hello():
-                            self.transport.send(WSMsgType.TEXT, text.encode())
-                        log.info("game_connected")
-                        if self._texts:
-                            self._speaking = asyncio.create_task(self._speak(session), name="game-texts")
-                    await self._gone
-                    if self._speaking is not None:
-                        await asyncio.shield(self._speaking)
-            except BusError as error:
-                log.error("bus_unavailable", error=str(error))
-                self.end(BUS_LOST)
-            except Exception:
-                log.exception("game_session_failed")
-                self.end(FAILED)
-            finally:
-                if self.ending is None and self.transport is not None and not self.transport.is_disconnected:
-                    self.transport.disconnect()  # cancelled: the socket goes with its session
-                close_code = int(self.ending.code) if self.ending is not None else self.peer_close_code
-                await asyncio.shield(session.leave(close_code))
+        try:
+            if not self._gone.done():
+                await self._serve(session)
+        except BusError as error:
+            log.error("bus_unavailable", error=str(error))
+            self.end(BUS_LOST)
+        except Exception:
+            log.exception("game_session_failed")
+            self.end(FAILED)
+        finally:
+            if self.ending is None and self.transport is not None and not self.transport.is_disconnected:
+                self.transport.disconnect()  # cancelled: the socket goes with its session
+            # Not shielded: the bus shields its own give-back, and only a process ending while
+            # a session still runs (after close_timeout_s) cancels this.
+            await session.leave(int(self.ending.code) if self.ending is not None else self.peer_close_code)
+
+    async def _serve(self, session: GameSession) -> None:
+        """Subscribe, then tell the game its number and code, then serve until it leaves."""
+        limits = self.server.gateway.settings.limits
+        async with self.server.gateway.bus.subscribe_game(session.code, depth=limits.queue_depth, sink=self.deliver):
+            if not self._gone.done() and self.ending is None and self.transport is not None:
+                for text in session.hello():
+                    self.transport.send(WSMsgType.TEXT, text.encode())
+                log.info("game_connected")
+                if self._texts:
+                    self._speaking = asyncio.create_task(self._speak(session), name="game-texts")
+            await self._gone
+            if self._speaking is not None:
+                await asyncio.shield(self._speaking)
 
     async def _speak(self, session: GameSession) -> None:
         try:

@@ -12,13 +12,15 @@ so every operation maps onto one atomic command or script:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from phonepatch.shared.bus.events import BusGap, CallEvent, GameEvent
 from phonepatch.shared.bus.queue import SessionQueue
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "Subscription"]
+
+E = TypeVar("E")
 
 
 class Bus(abc.ABC):
@@ -82,33 +84,33 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     def _call_channel(self, call_sid: str) -> str: ...
 
-    @asynccontextmanager
-    async def subscribe_game(
+    def subscribe_game(
         self, code: str, *, depth: int, sink: Callable[[GameEvent | BusGap], None] | None = None
-    ) -> AsyncIterator[SessionQueue[GameEvent]]:
+    ) -> Subscription[GameEvent]:
         """Receive what is published toward ``code`` while the context is open: queued, or handed
         to ``sink`` as it comes (which must not block)."""
-        async with self._subscription(self._game_channel(code), depth, sink) as queue:
-            yield queue
+        return Subscription(self, self._game_channel(code), SessionQueue(depth, sink))
 
-    @asynccontextmanager
-    async def subscribe_call(
-        self, call_sid: str, *, depth: int
-    ) -> AsyncIterator[SessionQueue[CallEvent]]:
+    def subscribe_call(self, call_sid: str, *, depth: int) -> Subscription[CallEvent]:
         """Receive what is published toward ``call_sid`` while the context is open."""
-        async with self._subscription(self._call_channel(call_sid), depth) as queue:
-            yield queue
-
-    @asynccontextmanager
-    async def _subscription(
-        self, channel: str, depth: int, sink: Callable[[GameEvent | BusGap], None] | None = None
-    ) -> AsyncIterator[SessionQueue]:
-        queue: SessionQueue = SessionQueue(depth, sink)
-        await self._subscribe(channel, queue)
-        try:
-            yield queue
-        finally:
-            await self._unsubscribe(channel, queue)
+        return Subscription(self, self._call_channel(call_sid), SessionQueue(depth))
 
     async def close(self) -> None:
         """Release connections; the default backend holds none."""
+
+
+class Subscription(Generic[E]):
+    """``async with``: subscribed on entry (the queue is returned), unsubscribed on exit. A class
+    rather than a generator: a game-gateway opens one per game connect."""
+
+    __slots__ = ("_bus", "_channel", "_queue")
+
+    def __init__(self, bus: Bus, channel: str, queue: SessionQueue) -> None:
+        self._bus, self._channel, self._queue = bus, channel, queue
+
+    async def __aenter__(self) -> SessionQueue[E]:
+        await self._bus._subscribe(self._channel, self._queue)  # noqa: SLF001 - the bus's own helper
+        return self._queue
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._bus._unsubscribe(self._channel, self._queue)  # noqa: SLF001
