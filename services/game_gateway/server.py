@@ -24,7 +24,7 @@ from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, WSU
 from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from phonepatch.services.bus import open_bus
-from phonepatch.services.context import Gateway
+from phonepatch.services.context import Gateway, settle_garbage_collector
 from phonepatch.services.game_gateway.session import (
     BINARY,
     BUS_DOWN,
@@ -279,6 +279,7 @@ async def run_game_gateway(settings: Settings) -> None:
     async with open_bus(settings) as bus:
         games = GameServer(Gateway(settings=settings, bus=bus))
         await games.start(settings.host, settings.port)
+        settle_garbage_collector()
         try:
             await stop.wait()
         finally:
