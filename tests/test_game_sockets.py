@@ -167,6 +167,22 @@ class TestFrames:
                 await asyncio.sleep(0.01)
 
 
+    async def test_a_game_that_answers_no_ping_is_dropped_and_its_code_given_back(
+        self, start_server, small_settings, raw_game
+    ):
+        limits = dataclasses.replace(small_settings.limits, game_heartbeat_s=0.2)
+        server = await start_server(dataclasses.replace(small_settings, limits=limits))
+        silent, code = await raw_game(server)  # it reads nothing more, so it answers no ping
+        alive, alive_code = await raw_game(server)
+        bus = server.gateway.bus
+        async with asyncio.timeout(TIMEOUT_S):
+            while code in await bus.live_codes():
+                opcode, payload = await alive.receive()  # this one answers its pings
+                if opcode == 0x9:
+                    alive.send(0xA, payload)
+        assert alive_code in await bus.live_codes()
+
+
 @pytest.mark.parametrize("games_on", ["picows"])
 class TestGameServerHttp:
     async def test_healthz_answers_ok_and_other_paths_404(self, small_server, raw_game):
