@@ -183,6 +183,32 @@ class TestFrames:
         assert alive_code in await bus.live_codes()
 
 
+    async def test_a_burst_of_texts_reaches_the_call_whole_and_in_order(self, small_server, raw_game):
+        """Texts are published one at a time; a game that sends faster is read no further until
+        they have caught up, and nothing is lost or reordered."""
+        game, code = await raw_game(small_server)
+        bus = small_server.gateway.bus
+        await bus.claim_game(code, "CA-listener")
+        async with bus.subscribe_call("CA-listener", depth=1000) as inbox:
+            await bus.publish_to_game(code, CallConnected("CA-listener"))
+            assert await game.texts(1) == ["connected"]
+            for n in range(300):
+                game.send(TEXT, f"line {n}".encode())
+            await game.writer.drain()
+            async with asyncio.timeout(TIMEOUT_S):
+                spoken = [(await inbox.get()).text for _ in range(300)]
+        assert spoken == [f"line {n}" for n in range(300)]
+
+    async def test_an_application_close_code_is_answered_and_the_code_given_back(self, small_server, raw_game):
+        game, code = await raw_game(small_server)
+        game.send(CLOSE, struct.pack("!H", 4000) + b"level over")
+        assert await game.close_code() in (4000, 1000)  # echoed, or a plain normal close (RFC 6455 §5.5.1)
+        bus = small_server.gateway.bus
+        async with asyncio.timeout(TIMEOUT_S):
+            while code in await bus.live_codes():
+                await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize("games_on", ["picows"])
 class TestGameServerHttp:
     async def test_healthz_answers_ok_and_other_paths_404(self, small_server, raw_game):
