@@ -28,12 +28,16 @@ Key and channel names come from ``keys.Keys``. How each rule of the contract is 
 - **Return**: a script deletes the lease (only if it is still this holder's) and the claim, then
   ``SADD``s the code, in the same script on one server. On a cluster the ``SADD`` follows apart,
   and a crash between the two leaves an orphan for the sweeper.
+- **Batches** (one server): the take and give-back scripts of concurrent sessions go in one
+  pipeline per turn of the event loop (``_Batches``). A take whose caller gave up may still run:
+  what it leased is given back once it has.
 - **Claim**: a script in the code's slot: no lease, unknown code; otherwise ``SET NX`` with a TTL
   the claiming process refreshes, so a claim of a crashed Twilio gateway lapses.
 - **Channels**: one pub/sub connection and one reader task per process route each message to the
   bounded queues of that channel's local sessions; the reader never awaits a session. A
   subscription returns once Redis has confirmed it, so a session can tell its peer where to
-  publish only after nothing can be missed. On a lost connection the reader retries with backoff
+  publish only after nothing can be missed. On one server, (un)subscriptions asked in one turn
+  of the loop go in one command each, sent by one task in the order asked. On a lost connection the reader retries with backoff
   (the client resubscribes) and every local session is told ``BusGap``. On Redis Cluster, channels
   are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes only to the node of its code's slot.
 """
@@ -664,11 +668,9 @@ class RedisBus(Bus):
             elif isinstance(reply, Exception):
                 raise reply
             elif reply is not None:
-                # (Un)subscribe confirmations: the client keeps its list of channels (what it
-                # resubscribes after a reconnect) from these.
-                message = await source.handle_message(reply)
-                if message is not None and message["type"] in ("subscribe", "ssubscribe"):
-                    self._confirm(message["channel"])
+                # Unsubscribe confirmations (and pongs): the client keeps its list of channels,
+                # what it resubscribes after a reconnect, from these.
+                await source.handle_message(reply)
             parsed = getattr(getattr(source.connection, "_parser", None), "_reader", None)
             if not isinstance(parsed, _HiredisReader):
                 return
