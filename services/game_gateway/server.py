@@ -275,7 +275,10 @@ async def run_game_gateway(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except NotImplementedError:  # Windows: Ctrl-C still ends the process, without the wait
+            pass
     async with open_bus(settings) as bus:
         games = GameServer(Gateway(settings=settings, bus=bus))
         await games.start(settings.host, settings.port)
