@@ -50,6 +50,7 @@ from phonepatch.shared.bus import wire  # noqa: E402
 from phonepatch.shared.bus.events import CallConnected, TranscriptReady  # noqa: E402
 from phonepatch.shared.bus.keys import Keys  # noqa: E402
 from phonepatch.shared.codes import generated_codes  # noqa: E402
+from phonepatch.shared.protocol import deepgram as dg  # noqa: E402
 from phonepatch.shared.speech import Transcript  # noqa: E402
 
 PREFIX = "bench"
@@ -132,13 +133,15 @@ class GameGateway:
 # -- delivery ----------------------------------------------------------------------------------
 
 
-async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -> None:
+async def publish(redis_url: str, codes: list[str], rate: int, seconds: float, shape: str) -> None:
     """The publisher process: ``rate`` transcripts per second round-robin over ``codes``.
 
     It writes Redis's protocol by hand on one socket, one write per millisecond: through redis-py
     a publish cost this harness ~45 us of the CPU it shares with Redis and the games, which then
     set the latency measured. Each message is the bus's wire format of a final transcript whose
-    text is the send stamp (CLOCK_MONOTONIC ns, 19 digits)."""
+    text starts with the send stamp (CLOCK_MONOTONIC ns, 19 digits): a bare one, as the offline
+    engine gives (``offline``), or one of Deepgram's with six words and its own JSON
+    (``deepgram``)."""
     address = urlsplit(redis_url)
     reader, writer = await asyncio.open_connection(address.hostname, address.port)
     # As every Redis client does: without it, a write waits for the last one's ACK (Nagle).
@@ -148,10 +151,15 @@ async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -
     templates = []
     for code in codes:
         channel = keys.game_channel(code).encode()
-        body = wire.encode(TranscriptReady(f"CA-bench-{code}", Transcript(text=placeholder, is_final=True)))
+        if shape == "deepgram":
+            said = f"{placeholder} please put me through to the game"
+            transcript = dg.parse_message(dg.encode_results(transcript=said, is_final=True, duration_s=1.5))
+        else:
+            transcript = Transcript(text=placeholder, is_final=True)
+        body = wire.encode(TranscriptReady(f"CA-bench-{code}", transcript))
         head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n" % (len(channel), channel, len(body))
-        before, after = body.split(placeholder.encode())
-        templates.append((head + before, after + b"\r\n"))
+        first, *rest = body.split(placeholder.encode())  # the stamp goes wherever the text is
+        templates.append((head + first, *rest[:-1], rest[-1] + b"\r\n"))
     replies = 0
 
     async def read_replies() -> None:
@@ -168,8 +176,9 @@ async def publish(redis_url: str, codes: list[str], rate: int, seconds: float) -
         count, carry = int(carry), carry - int(carry)
         chunks = []
         for _ in range(count):
-            before, after = templates[sent % len(templates)]
-            chunks += (before, b"%019d" % time.monotonic_ns(), after)
+            parts = templates[sent % len(templates)]
+            stamp = b"%019d" % time.monotonic_ns()
+            chunks.append(stamp.join(parts))
             sent += 1
         if chunks:
             writer.write(b"".join(chunks))
@@ -204,7 +213,8 @@ async def delivery(gateway: GameGateway, redis_url: str, args, program: str, oth
     cpu_before = gateway.cpu_seconds()
     others_before, gateway_cpu_before = cpu_busy(others), cpu_busy(gateway.cpus)
     command = [sys.executable, __file__, "--role", "publisher", "--redis-url", redis_url,
-               "--rate", str(args.rate), "--seconds", str(args.seconds), "--codes", ",".join(codes)]  # fmt: skip
+               "--rate", str(args.rate), "--seconds", str(args.seconds), "--codes", ",".join(codes),
+               "--transcripts", args.transcripts]  # fmt: skip
     publisher = await asyncio.create_subprocess_exec(*pinned(command, others), stdout=subprocess.PIPE)
     out, _ = await publisher.communicate()
     publisher_figures = json.loads(out.decode().strip().splitlines()[-1])
@@ -218,6 +228,7 @@ async def delivery(gateway: GameGateway, redis_url: str, args, program: str, oth
     await games.wait()
     return {
         "rate_per_s": args.rate,
+        "transcripts": args.transcripts,
         "games": len(codes),
         "published": published,
         "delivered": figures["delivered"],
@@ -361,12 +372,14 @@ def main() -> int:
     parser.add_argument("--only", choices=["delivery", "churn"])
     parser.add_argument("--ceiling", action="store_true", help="also churn against bare picows and aiohttp (bench/bare_ws.py)")
     parser.add_argument("--ceiling-loop", choices=["asyncio", "uvloop"], default="uvloop")
+    parser.add_argument("--transcripts", choices=["offline", "deepgram"], default="offline",
+                        help="the transcripts delivered: bare, or Deepgram's with words and its own JSON")
     parser.add_argument("--role", choices=["publisher"], help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--codes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "publisher":
-        run(publish(args.redis_url, args.codes.split(","), args.rate, args.seconds))
+        run(publish(args.redis_url, args.codes.split(","), args.rate, args.seconds, args.transcripts))
         return 0
     return run(main_async(args))
 
