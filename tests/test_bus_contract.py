@@ -13,6 +13,7 @@ from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
 from phonepatch.shared.config import RedisSettings
 from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, GameLeft, GameText, TranscriptReady
 from phonepatch.shared.errors import PoolExhaustedError, UnknownCodeError
+from phonepatch.shared.protocol import deepgram as dg
 from phonepatch.shared.speech import Transcript
 from redis_server import RedisCluster3, RedisSentinel, RedisServer
 
@@ -191,6 +192,18 @@ class TestChannels:
                 await bus.publish_to_game("1", TranscriptReady("CA-one", transcript(str(n))))
             received = [(await next_event(queue)).transcript.text for _ in range(50)]
         assert received == [str(n) for n in range(50)]
+
+    async def test_a_deepgram_result_arrives_whole_with_its_own_json(self, bus):
+        said = dg.parse_message(dg.encode_results(transcript="Four two, please.", is_final=True, duration_s=1.0))
+        heard = dg.parse_message(dg.encode_results(transcript="four", is_final=False, duration_s=0.5))
+        async with bus.subscribe_game("1", depth=8) as queue:
+            await bus.publish_to_game("1", TranscriptReady("CA-one", said))
+            await bus.publish_to_game("1", TranscriptReady("CA-one", heard))
+            final, interim = await next_event(queue), await next_event(queue)
+        assert (final.is_final, final.raw_json) == (True, said.raw_json)
+        assert (interim.is_final, interim.raw_json) == (False, heard.raw_json)
+        assert final.transcript == said and len(final.transcript.words) == 3
+        assert final == TranscriptReady("CA-one", said)
 
     async def test_nothing_arrives_after_unsubscribing(self, bus):
         async with bus.subscribe_game("1", depth=8) as queue:

@@ -8,6 +8,7 @@ import io
 import itertools
 from collections.abc import AsyncIterator, Iterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, settings
@@ -195,6 +196,24 @@ class TestLeases:
         finally:
             await bus.close()
 
+
+    async def test_a_result_with_its_own_json_is_read_no_further_until_asked(self, server, client, prefix):
+        """A result carrying the provider's JSON reaches its session with that JSON and whether it
+        is final; the rest is read when asked for, and then a corrupt rest is a BusError."""
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        raw = '{"type": "Results", "is_final": true}'
+        fields = {"text": "x", "final": True, "speech_final": True, "confidence": 0.9, "words": [["only two"]],
+                  "start": 0.0, "duration": 1.0, "alternatives": [], "raw": raw}  # fmt: skip
+        try:
+            async with bus.subscribe_game("1", depth=4) as inbox:
+                await client.publish(Keys(prefix).game_channel("1"), orjson.dumps({"t": "transcript", "call": "CA", "tr": fields}))
+                async with asyncio.timeout(2):
+                    event = await inbox.get()
+            assert (event.call_sid, event.is_final, event.raw_json) == ("CA", True, raw)
+            with pytest.raises(BusError, match="unreadable"):
+                event.transcript
+        finally:
+            await bus.close()
 
     async def test_a_burst_read_at_once_reaches_every_session_whole_and_in_order(self, server, client, prefix):
         """Messages that arrive in one read are taken from the parser together (the reader's

@@ -51,6 +51,14 @@ CODE_LOST = Ending(CloseCode.INTERNAL_ERROR, "game code lost", "game code lost, 
 SHUTTING_DOWN = Ending(CloseCode.GOING_AWAY, "server shutting down", "server shutting down")
 
 
+def _results(ready: TranscriptReady) -> str | None:
+    """v0's text for a result. The provider's own JSON goes out as it came, and a result that
+    carries it is sent without its transcript being read (``TranscriptReady.unread``)."""
+    if ready.raw_json is not None:
+        return ready.raw_json if ready.is_final else None  # as game_v0.encode_transcript does
+    return game_v0.encode_transcript(ready.transcript)
+
+
 class GameSession:
     """One connected game: its code and the call patched into it, if any."""
 
@@ -70,8 +78,8 @@ class GameSession:
     def render(self, event: GameEvent | BusGap) -> str | None:
         """Update the session for ``event`` and return the v0 text to send, if any."""
         match event:
-            case TranscriptReady(call_sid=call_sid, transcript=transcript) if call_sid == self.call_sid:
-                text = game_v0.encode_transcript(transcript)
+            case TranscriptReady(call_sid=call_sid) if call_sid == self.call_sid:
+                text = _results(event)
                 self.sent_transcripts += text is not None
                 return text
             case CallConnected(call_sid=call_sid):

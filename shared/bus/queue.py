@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def _is_interim(event: object) -> bool:
-    return isinstance(event, TranscriptReady) and not event.transcript.is_final
+    return isinstance(event, TranscriptReady) and not event.is_final
 
 
 class SessionQueue(Generic[T]):

@@ -7,6 +7,7 @@ instead of reaching a session.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -40,7 +41,12 @@ def decode(data: bytes | str) -> GameEvent | CallEvent:
         message = orjson.loads(data)
         kind = message["t"]
         if kind == "transcript":
-            return TranscriptReady(_str(message["call"]), _read_transcript(message["tr"]))
+            call_sid, fields = _str(message["call"]), message["tr"]
+            raw = fields["raw"]
+            if raw is None:
+                return TranscriptReady(call_sid, _read_transcript(fields))
+            # The provider's own JSON: what a v0 game is sent. The rest is read if asked for.
+            return TranscriptReady.unread(call_sid, _bool(fields["final"]), _str(raw), functools.partial(_read_fields, fields))
         if kind == "connected":
             return CallConnected(_str(message["call"]))
         if kind == "ended":
@@ -87,9 +93,23 @@ def _read_transcript(data: dict[str, Any]) -> Transcript:
     )
 
 
+def _read_fields(data: dict[str, Any]) -> Transcript:
+    """``_read_transcript`` for a transcript read late: a corrupt one is a ``BusError`` still."""
+    try:
+        return _read_transcript(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise BusError(f"unreadable bus message: {type(error).__name__}") from None
+
+
 def _read_word(word: list[Any]) -> Word:
     text, start, end, confidence, punctuated = word
     return Word(_str(text), float(start), float(end), float(confidence), punctuated if punctuated is None else _str(punctuated))
+
+
+def _bool(value: Any) -> bool:
+    if value.__class__ is not bool:
+        raise TypeError("expected a boolean")
+    return value
 
 
 def _str(value: Any) -> str:
