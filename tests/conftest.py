@@ -135,3 +135,15 @@ async def start_server(
 @pytest.fixture
 async def server(start_server, settings: Settings) -> RunningServer:
     return await start_server(settings)
+
+
+@pytest.fixture
+def small_settings(settings: Settings) -> Settings:
+    """Limits small enough for bad input to reach them quickly."""
+    limits = dataclasses.replace(settings.limits, max_message_bytes=4096, start_timeout_s=1.0, queue_depth=4)
+    return dataclasses.replace(settings, limits=limits)
+
+
+@pytest.fixture
+async def small_server(start_server, small_settings: Settings) -> RunningServer:
+    return await start_server(small_settings)

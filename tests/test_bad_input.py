@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 
 import aiohttp
 import orjson
@@ -13,17 +12,6 @@ from structlog.testing import capture_logs
 
 from peers import TIMEOUT_S
 from phonepatch.shared.protocol import twilio_media as media
-
-
-@pytest.fixture
-def small_settings(settings):
-    limits = dataclasses.replace(settings.limits, max_message_bytes=4096, start_timeout_s=1.0)
-    return dataclasses.replace(settings, limits=limits)
-
-
-@pytest.fixture
-async def small_server(start_server, small_settings):
-    return await start_server(small_settings)
 
 
 async def patched_pair(server):

@@ -82,17 +82,6 @@ class RawGame:
 
 
 @pytest.fixture
-def small_settings(settings):
-    limits = dataclasses.replace(settings.limits, max_message_bytes=4096, queue_depth=4)
-    return dataclasses.replace(settings, limits=limits)
-
-
-@pytest.fixture
-async def small_server(start_server, small_settings):
-    return await start_server(small_settings)
-
-
-@pytest.fixture
 async def raw_game():
     """Factory: a raw game on a server, with the number and code it was sent read; every one is
     cut off at the end."""
