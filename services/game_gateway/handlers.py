@@ -56,12 +56,10 @@ async def game_v0_handler(request: web.Request) -> web.WebSocketResponse:
             await _serve(ws, session)
         except* BusError as group:
             log.error("bus_unavailable", error=str(group.exceptions[0]))
-            session.close_reason = BUS_LOST.reason
-            await _close(ws, BUS_LOST)
+            await _close(ws, BUS_LOST, session)
         except* Exception:
             log.exception("game_session_failed")
-            session.close_reason = FAILED.reason
-            await _close(ws, FAILED)
+            await _close(ws, FAILED, session)
         finally:
             gateway.sockets.discard(ws)
             await asyncio.shield(session.leave(ws.close_code))
@@ -87,8 +85,7 @@ async def _read_loop(ws: web.WebSocketResponse, session: GameSession) -> None:
             await session.on_text(message.data)
         elif message.type is aiohttp.WSMsgType.BINARY:
             log.warning("game_sent_binary", bytes=len(message.data))
-            session.close_reason = BINARY.reason
-            await _close(ws, BINARY)
+            await _close(ws, BINARY, session)
         elif message.type is aiohttp.WSMsgType.ERROR:
             log.warning("game_socket_error", error=str(message.data))
             session.close_reason = f"socket error: {message.data}"
@@ -104,9 +101,11 @@ async def _write_loop(ws: web.WebSocketResponse, session: GameSession, inbox: Se
             except ConnectionError:
                 return  # the game is gone; the read loop sees the close and ends the session
         if (ending := session.ending(event)) is not None:
-            session.close_reason = ending.reason
-            await _close(ws, ending)
+            await _close(ws, ending, session)
 
 
-async def _close(ws: web.WebSocketResponse, ending: Ending) -> None:
+async def _close(ws: web.WebSocketResponse, ending: Ending, session: GameSession | None = None) -> None:
+    """Close the game's socket with ``ending``; the session, if there is one, logs its reason."""
+    if session is not None:
+        session.close_reason = ending.reason
     await ws.close(code=ending.code, message=ending.message.encode())

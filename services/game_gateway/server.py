@@ -15,6 +15,7 @@ give their codes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections import deque
 
@@ -57,6 +58,8 @@ class GameServer:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.games: set[GameListener] = set()
+        limits = gateway.settings.limits
+        self.unsent_limit = limits.max_message_bytes * limits.queue_depth  # bytes a game may leave unread
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -204,8 +207,7 @@ class GameListener(WSListener):
         if text is None or self.transport is None:
             return
         self.transport.send(WSMsgType.TEXT, text.encode())
-        limits = self.server.gateway.settings.limits
-        if self.transport.underlying_transport.get_write_buffer_size() > limits.max_message_bytes * limits.queue_depth:
+        if self.transport.underlying_transport.get_write_buffer_size() > self.server.unsent_limit:
             self.end(TOO_SLOW)
 
     async def _run(self) -> None:
@@ -275,10 +277,10 @@ async def run_game_gateway(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
+        # Windows has no signal handlers on the loop: Ctrl-C still ends the process (the
+        # command returns 130), only without closing the games first.
+        with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
-        except NotImplementedError:  # Windows: Ctrl-C still ends the process, without the wait
-            pass
     async with open_bus(settings) as bus:
         games = GameServer(Gateway(settings=settings, bus=bus))
         await games.start(settings.host, settings.port)

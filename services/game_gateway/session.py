@@ -51,14 +51,6 @@ CODE_LOST = Ending(CloseCode.INTERNAL_ERROR, "game code lost", "game code lost, 
 SHUTTING_DOWN = Ending(CloseCode.GOING_AWAY, "server shutting down", "server shutting down")
 
 
-def _results(ready: TranscriptReady) -> str | None:
-    """v0's text for a result. The provider's own JSON goes out as it came, and a result that
-    carries it is sent without its transcript being read (``TranscriptReady.unread``)."""
-    if ready.raw_json is not None:
-        return ready.raw_json if ready.is_final else None  # as game_v0.encode_transcript does
-    return game_v0.encode_transcript(ready.transcript)
-
-
 class GameSession:
     """One connected game: its code and the call patched into it, if any."""
 
@@ -79,7 +71,8 @@ class GameSession:
         """Update the session for ``event`` and return the v0 text to send, if any."""
         match event:
             case TranscriptReady(call_sid=call_sid) if call_sid == self.call_sid:
-                text = _results(event)
+                # Provider JSON goes out without the transcript being read (TranscriptReady.unread).
+                text = game_v0.encode_result(event.is_final, event.raw_json, lambda: event.transcript)
                 self.sent_transcripts += text is not None
                 return text
             case CallConnected(call_sid=call_sid):

@@ -37,9 +37,10 @@ Key and channel names come from ``keys.Keys``. How each rule of the contract is 
   bounded queues of that channel's local sessions; the reader never awaits a session. A
   subscription returns once Redis has confirmed it, so a session can tell its peer where to
   publish only after nothing can be missed. On one server, (un)subscriptions asked in one turn
-  of the loop go in one command each, sent by one task in the order asked. On a lost connection the reader retries with backoff
-  (the client resubscribes) and every local session is told ``BusGap``. On Redis Cluster, channels
-  are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes only to the node of its code's slot.
+  of the loop go in one command each, sent by one task in the order asked. On a lost connection
+  the reader retries with backoff (the client resubscribes) and every local session is told
+  ``BusGap``. On Redis Cluster, channels are sharded (``SSUBSCRIBE``/``SPUBLISH``): a message goes
+  only to the node of its code's slot.
 """
 
 from __future__ import annotations
@@ -627,6 +628,10 @@ class RedisBus(Bus):
                 # Replies are read off the connection itself: through ``get_message`` each
                 # message cost 15-18 us of CPU here, most of it retry and bookkeeping wrappers.
                 reply = await connection.read_response(timeout=math.inf, push_request=True)
+                backoff_s = 0.05
+                if self._gap:
+                    self._announce_gap()
+                await self._take_replies(source, reply)
             except _CONNECTION_ERRORS as error:
                 if self._closing:
                     return  # a cancellation that a client-side timeout turned into TimeoutError
@@ -635,51 +640,44 @@ class RedisBus(Bus):
                 self._gap = True
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 2.0)
-                continue
-            except RedisError as error:  # an error reply (a refused subscription): logged, no more
-                log.warning("bus_error_reply", error=str(error))
-                continue
-            backoff_s = 0.05
-            if self._gap:
-                self._gap = False
-                log.warning("bus_reconnected", sessions=sum(len(queues) for queues in self._routes.values()))
-                for queues in self._routes.values():
-                    for queue in queues:
-                        queue.deliver(BusGap("bus reconnected"))
-            try:
-                await self._take_replies(source, reply)
-            except _CONNECTION_ERRORS:
-                continue  # the connection is opened again at the top of the loop
             except InvalidResponse as error:  # the stream is out of step: start it again
                 log.warning("bus_reply_unreadable", error=str(error))
                 await connection.disconnect()
             except RedisError as error:  # an error reply (a refused subscription): logged, no more
                 log.warning("bus_error_reply", error=str(error))
 
+    def _announce_gap(self) -> None:
+        """Tell every local session that messages may have been lost while the connection was."""
+        self._gap = False
+        log.warning("bus_reconnected", sessions=sum(len(queues) for queues in self._routes.values()))
+        for queues in self._routes.values():
+            for queue in queues:
+                queue.deliver(BusGap("bus reconnected"))
+
     async def _take_replies(self, source: Any, reply: Any) -> None:
         """Route ``reply`` and every reply already parsed behind it. Those are taken straight
         from the connection's hiredis reader where there is one: through ``read_response`` each
         cost 10-12 us of CPU here, in four nested coroutines."""
+        parsed = getattr(getattr(source.connection, "_parser", None), "_reader", None)
+        if not isinstance(parsed, _HiredisReader):
+            parsed = None
         while True:
-            if isinstance(reply, list) and len(reply) == 3 and reply[0] in _MESSAGE_KINDS:
-                self._route(reply[1], reply[2])
-            elif isinstance(reply, list) and len(reply) == 3 and reply[0] in _SUBSCRIBED:
-                self._confirm(reply[1])  # the client keeps nothing of these
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 raise reply
+            kind = reply[0] if isinstance(reply, list) and len(reply) == 3 else None
+            if kind in _MESSAGE_KINDS:
+                self._route(reply[1], reply[2])
+            elif kind in _SUBSCRIBED:
+                self._confirm(reply[1])  # the client keeps nothing of these
             elif reply is not None:
                 # Unsubscribe confirmations (and pongs): the client keeps its list of channels,
                 # what it resubscribes after a reconnect, from these.
                 await source.handle_message(reply)
-            parsed = getattr(getattr(source.connection, "_parser", None), "_reader", None)
-            if not isinstance(parsed, _HiredisReader):
-                return
-            reply = parsed.gets()
-            if reply is _NOT_ENOUGH_DATA:
+            if parsed is None or (reply := parsed.gets()) is _NOT_ENOUGH_DATA:
                 return
 
-    def _confirm(self, channel: bytes | str) -> None:
-        confirmed = self._confirmations.get(channel.decode() if isinstance(channel, bytes) else channel)
+    def _confirm(self, channel: bytes) -> None:
+        confirmed = self._confirmations.get(channel.decode())
         if confirmed is not None and not confirmed.done():
             confirmed.set_result(None)
 
@@ -839,7 +837,7 @@ class _Batches:
             replies = await self._pipeline(batch)
             unknown = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if unknown:  # Redis lost its scripts (a restart): load them and run those again
-                for script in {id(batch[index][0]): batch[index][0] for index in unknown}.values():
+                for script in {batch[index][0] for index in unknown}:
                     await self._client.script_load(script.script)
                 for index, reply in zip(unknown, await self._pipeline([batch[i] for i in unknown]), strict=True):
                     replies[index] = reply

@@ -18,6 +18,8 @@ from phonepatch.shared.speech import Transcript, Word
 
 __all__ = ["decode", "encode"]
 
+_UNREADABLE = (KeyError, TypeError, ValueError)  # what reading a malformed message raises
+
 
 def encode(event: GameEvent | CallEvent) -> bytes:
     """The bytes of ``event`` for a channel."""
@@ -46,7 +48,7 @@ def decode(data: bytes | str) -> GameEvent | CallEvent:
             if raw is None:
                 return TranscriptReady(call_sid, _read_transcript(fields))
             # The provider's own JSON: what a v0 game is sent. The rest is read if asked for.
-            return TranscriptReady.unread(call_sid, _bool(fields["final"]), _str(raw), functools.partial(_read_fields, fields))
+            return TranscriptReady.unread(call_sid, bool(fields["final"]), _str(raw), functools.partial(_read_late, fields))
         if kind == "connected":
             return CallConnected(_str(message["call"]))
         if kind == "ended":
@@ -55,8 +57,8 @@ def decode(data: bytes | str) -> GameEvent | CallEvent:
             return GameText(_str(message["code"]), _str(message["text"]))
         if kind == "left":
             return GameLeft(_str(message["code"]), _str(message["reason"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise BusError(f"unreadable bus message: {type(error).__name__}") from None
+    except (orjson.JSONDecodeError, *_UNREADABLE) as error:
+        raise _unreadable(error) from None
     raise BusError(f"unknown bus message kind: {kind!r}")
 
 
@@ -81,35 +83,33 @@ def _read_transcript(data: dict[str, Any]) -> Transcript:
     # for the empty lists most transcripts carry.
     raw, words, alternatives = data["raw"], data["words"], data["alternatives"]
     return Transcript(
-        _str(data["text"]),
-        bool(data["final"]),
-        bool(data["speech_final"]),
-        float(data["confidence"]),
-        tuple(map(_read_word, words)) if words else (),
-        float(data["start"]),
-        float(data["duration"]),
-        tuple(map(_str, alternatives)) if alternatives else (),
-        None if raw is None else _str(raw),
+        text=_str(data["text"]),
+        is_final=bool(data["final"]),
+        speech_final=bool(data["speech_final"]),
+        confidence=float(data["confidence"]),
+        words=tuple(map(_read_word, words)) if words else (),
+        start_s=float(data["start"]),
+        duration_s=float(data["duration"]),
+        alternatives=tuple(map(_str, alternatives)) if alternatives else (),
+        raw_json=None if raw is None else _str(raw),
     )
 
 
-def _read_fields(data: dict[str, Any]) -> Transcript:
+def _read_late(data: dict[str, Any]) -> Transcript:
     """``_read_transcript`` for a transcript read late: a corrupt one is a ``BusError`` still."""
     try:
         return _read_transcript(data)
-    except (KeyError, TypeError, ValueError) as error:
-        raise BusError(f"unreadable bus message: {type(error).__name__}") from None
+    except _UNREADABLE as error:
+        raise _unreadable(error) from None
+
+
+def _unreadable(error: Exception) -> BusError:
+    return BusError(f"unreadable bus message: {type(error).__name__}")
 
 
 def _read_word(word: list[Any]) -> Word:
     text, start, end, confidence, punctuated = word
     return Word(_str(text), float(start), float(end), float(confidence), punctuated if punctuated is None else _str(punctuated))
-
-
-def _bool(value: Any) -> bool:
-    if value.__class__ is not bool:
-        raise TypeError("expected a boolean")
-    return value
 
 
 def _str(value: Any) -> str:

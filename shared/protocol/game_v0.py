@@ -7,6 +7,7 @@ server: free text, spoken to the caller. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from phonepatch.shared.errors import ProtocolError
@@ -17,6 +18,7 @@ __all__ = [
     "CONNECTED",
     "encode_code",
     "encode_phone_number",
+    "encode_result",
     "encode_transcript",
     "parse_game_text",
 ]
@@ -41,9 +43,15 @@ def encode_transcript(t: Transcript) -> str | None:
     as finished phrases. Finals with empty text are still sent: v0 keeps Deepgram's raw behaviour
     (PROTOCOLS.md §4.5). Deepgram results go out verbatim (``raw_json``).
     """
-    if not t.is_final:
+    return encode_result(t.is_final, t.raw_json, lambda: t)
+
+
+def encode_result(is_final: bool, raw_json: str | None, read: Callable[[], Transcript]) -> str | None:
+    """``encode_transcript`` for a result whose transcript may not have been read yet: ``read``
+    is called only when there is no provider JSON to send as it is."""
+    if not is_final:
         return None
-    return results_json(t)
+    return raw_json if raw_json is not None else results_json(read())
 
 
 def parse_game_text(text: str, *, max_chars: int) -> str:
