@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
+import logging
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 import structlog
+import uvloop
 from structlog.contextvars import bound_contextvars
 from structlog.testing import capture_logs
 
@@ -141,8 +147,13 @@ class TestCaptureLogs:
 
 
 @pytest.fixture
-def json_logs() -> Iterator[Callable[[str], tuple[io.TextIOWrapper, Any]]]:
-    """Factory: configure JSON logging into a binary-backed stream; structlog's defaults return after."""
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], tuple[io.TextIOWrapper, Any]]]:
+    """Factory: configure JSON logging into a binary-backed stream; structlog's defaults, the
+    stdlib root logger, warnings and the interpreter's exception hooks return after."""
+    for module, hook in ((sys, "excepthook"), (sys, "unraisablehook"), (threading, "excepthook")):
+        monkeypatch.setattr(module, hook, getattr(module, hook))
+    root, picows = logging.getLogger(), logging.getLogger("picows")
+    levels = root.level, picows.level
 
     def configure(level: str) -> tuple[io.TextIOWrapper, Any]:
         stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
@@ -154,6 +165,16 @@ def json_logs() -> Iterator[Callable[[str], tuple[io.TextIOWrapper, Any]]]:
     finally:
         structlog.reset_defaults()
         structlog.contextvars.clear_contextvars()
+        logging.captureWarnings(False)
+        for handler in json_handlers():
+            root.removeHandler(handler)
+        root.setLevel(levels[0])
+        picows.setLevel(levels[1])
+
+
+def json_handlers() -> list[logging.Handler]:
+    """The root handlers ``configure_logging`` installed (pytest keeps its own there too)."""
+    return [h for h in logging.getLogger().handlers if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter)]
 
 
 def raw_output(stream: io.TextIOWrapper) -> bytes:
@@ -230,3 +251,105 @@ class TestJsonOutput:
         stream, log = json_logs("debug")
         log.debug("frame_received")
         assert [line["level"] for line in lines(stream)] == ["debug"]
+
+
+def failure_with_a_number() -> ValueError:
+    try:
+        raise ValueError(f"call from {CALLER} failed")
+    except ValueError as error:
+        return error
+
+
+class TestStdlibRecords:
+    """Records of libraries that log with the standard library (aiohttp, asyncio, redis, picows)."""
+
+    def test_error_with_traceback_is_one_masked_json_line(self, json_logs: Any) -> None:
+        stream, _ = json_logs("info")
+        logging.getLogger("asyncio").error("Exception in callback for %s", CALLER, exc_info=failure_with_a_number())
+        [line] = lines(stream)
+        assert line["logger"] == "asyncio"
+        assert line["level"] == "error"
+        assert line["event"] == "Exception in callback for +*********00"
+        assert line["exception"].startswith("Traceback (most recent call last):")
+        assert "ValueError: call from +*********00 failed" in line["exception"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", line["timestamp"])
+        assert CALLER.encode() not in raw_output(stream)
+
+    def test_bound_context_is_merged_and_masked(self, json_logs: Any) -> None:
+        stream, _ = json_logs("info")
+        with bound_contextvars(call_sid=CALL_SID, api_key=API_KEY):
+            logging.getLogger("aiohttp.server").warning("Error handling request")
+        [line] = lines(stream)
+        assert (line["call_sid"], line["api_key"]) == (CALL_SID, MASK)
+
+    def test_level_applies_to_stdlib_records(self, json_logs: Any) -> None:
+        stream, _ = json_logs("warning")
+        logging.getLogger("redis.asyncio.connection").info("connected")
+        logging.getLogger("redis.asyncio.connection").warning("reconnecting")
+        assert [(line["event"], line["level"]) for line in lines(stream)] == [("reconnecting", "warning")]
+
+    def test_debug_records_are_kept_at_debug(self, json_logs: Any) -> None:
+        stream, _ = json_logs("debug")
+        logging.getLogger("asyncio").debug("Using selector: EpollSelector")
+        assert [line["level"] for line in lines(stream)] == ["debug"]
+
+    def test_picows_connection_lines_are_kept_only_at_debug(self, json_logs: Any) -> None:
+        """picows logs each connection and disconnection at ``info``; our own events say the same."""
+        stream, _ = json_logs("info")
+        picows = logging.getLogger("picows.game-gateway")
+        picows.info("New connection accepted")
+        picows.error("WS parser error")
+        stream_at_debug, _ = json_logs("debug")
+        picows.info("New connection accepted")
+        assert [line["event"] for line in lines(stream)] == ["WS parser error"]
+        assert [line["event"] for line in lines(stream_at_debug)] == ["New connection accepted"]
+
+    def test_configuring_twice_writes_each_record_once(self, json_logs: Any) -> None:
+        first, _ = json_logs("info")
+        second, _ = json_logs("info")
+        logging.getLogger("aiohttp.websocket").warning("Client protocols don't overlap")
+        assert lines(first) == []
+        assert len(lines(second)) == 1
+        assert len(json_handlers()) == 1
+
+
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+class TestLoopErrors:
+    """The loop's default exception handler logs through the ``asyncio`` logger, on both loops."""
+
+    def test_task_exception_never_retrieved_is_one_json_line(self, json_logs: Any, loop_factory: Any) -> None:
+        stream, _ = json_logs("info")
+
+        async def fail() -> None:
+            raise failure_with_a_number()
+
+        async def forget_a_failed_task() -> None:
+            task = asyncio.get_running_loop().create_task(fail())
+            await asyncio.wait([task])
+            del task  # its exception was never retrieved: the task says so when collected
+            gc.collect()
+
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(forget_a_failed_task())
+        [line] = lines(stream)
+        assert line["event"].startswith("Task exception was never retrieved\n")
+        assert (line["logger"], line["level"]) == ("asyncio", "error")
+        assert "ValueError: call from +*********00 failed" in line["exception"]
+        assert CALLER.encode() not in raw_output(stream)
+
+    def test_exception_in_callback_is_one_json_line(self, json_logs: Any, loop_factory: Any) -> None:
+        stream, _ = json_logs("info")
+
+        def callback() -> None:
+            raise failure_with_a_number()
+
+        async def run_failing_callback() -> None:
+            asyncio.get_running_loop().call_soon(callback)
+            await asyncio.sleep(0)
+
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(run_failing_callback())
+        [line] = lines(stream)
+        assert line["event"].startswith("Exception in callback")
+        assert (line["logger"], line["level"]) == ("asyncio", "error")
+        assert "ValueError: call from +*********00 failed" in line["exception"]
