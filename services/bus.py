@@ -22,7 +22,7 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         bus: Bus = MemoryBus(settings.pool())
         log.info("bus_opened", backend="memory")
     else:
-        from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
+        from phonepatch.shared.bus.redis import RedisBus, connect_redis
 
         bus = await RedisBus.start(connect_redis(settings.redis.url.reveal()), settings.pool(), settings.redis)
         log.info("bus_opened", backend="redis", prefix=settings.redis.prefix)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from phonepatch.shared.bus import Bus, MemoryBus, SessionQueue
-from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
+from phonepatch.shared.bus.redis import RedisBus, Timing, connect_redis
 from phonepatch.shared.config import RedisSettings
 from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, GameLeft, GameText, TranscriptReady
 from phonepatch.shared.errors import PoolExhaustedError, UnknownCodeError
@@ -18,6 +18,7 @@ from phonepatch.shared.speech import Transcript
 from redis_server import RedisCluster3, RedisSentinel, RedisServer
 
 CODES = ("1", "2", "3")
+FAST = Timing(restore_wait_s=0.2, retry_cap_s=0.1)  # a new pool settles at once in tests
 
 
 def _running(server: RedisServer | RedisCluster3 | RedisSentinel) -> Iterator[str]:
@@ -58,7 +59,7 @@ async def make_bus(request) -> AsyncIterator[Callable[[tuple[str, ...]], Awaitab
             made.append(MemoryBus(codes))
         else:
             url = request.getfixturevalue(_URL_FIXTURES[request.param])
-            made.append(await RedisBus.start(connect_redis(url), codes, RedisSettings(prefix=prefix, lease_ttl_s=1.0, heartbeat_s=0.1, sweep_s=0.2, claim_ttl_s=1.0)))
+            made.append(await RedisBus.start(connect_redis(url), codes, RedisSettings(prefix=prefix, lease_ttl_s=1.0, heartbeat_s=0.1, sweep_s=0.2, claim_ttl_s=1.0), timing=FAST))
         return made[-1]
 
     yield make

@@ -18,12 +18,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.events import CallConnected, CodeLost
 from phonepatch.shared.bus.keys import Keys
-from phonepatch.shared.bus.redis_bus import RedisBus, connect_redis
+from phonepatch.shared.bus.redis import RedisBus, Timing, connect_redis
 from phonepatch.shared.config import RedisSettings
 from phonepatch.shared.errors import BusError, ConfigError, PoolExhaustedError
 from redis_server import RedisServer
 
 CODES = tuple(str(n) for n in range(8))
+FAST = Timing(restore_wait_s=0.2, retry_cap_s=0.1)  # a new pool settles at once in tests
 _PREFIXES = itertools.count()
 
 
@@ -68,7 +69,7 @@ def check_conserved(free: set[str], leases: dict[str, bytes]) -> None:
 
 class TestLeases:
     async def test_a_lost_lease_closes_the_game_and_the_code_is_not_given_back_twice(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             code = await bus.take_code()
             async with bus.subscribe_game(code, depth=8) as inbox:
@@ -84,7 +85,7 @@ class TestLeases:
             await bus.close()
 
     async def test_a_lease_that_expired_is_not_set_again_and_its_game_is_told(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             code = await bus.take_code()
             async with bus.subscribe_game(code, depth=8) as inbox:
@@ -96,7 +97,7 @@ class TestLeases:
             await bus.close()
 
     async def test_a_lease_redis_lost_with_its_data_is_set_again(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             code = await bus.take_code()
             async with bus.subscribe_game(code, depth=8) as inbox:
@@ -111,7 +112,7 @@ class TestLeases:
     async def test_renewals_racing_returns_leave_no_lease_behind(self, server, client, prefix):
         # Heartbeats every 5 ms while games come and go: a renewal that lands after its code was
         # given back must not set the lease again.
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, heartbeat_s=0.005))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, heartbeat_s=0.005), timing=FAST)
         try:
             for _ in range(60):
                 codes = [await bus.take_code() for _ in range(5)]
@@ -123,7 +124,7 @@ class TestLeases:
             await bus.close()
 
     async def test_close_gives_back_every_code_still_held(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         for _ in range(3):
             await bus.take_code()
         await bus.close()
@@ -131,7 +132,7 @@ class TestLeases:
         assert free == set(CODES) and not leases
 
     async def test_replicas_starting_together_seed_each_code_once(self, server, client, prefix):
-        buses = await asyncio.gather(*(RedisBus.start(connect_redis(server.url), CODES, quick(prefix)) for _ in range(4)))
+        buses = await asyncio.gather(*(RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST) for _ in range(4)))
         try:
             taken = [await buses[n % 4].take_code() for n in range(len(CODES))]
             assert sorted(taken) == sorted(CODES)
@@ -142,8 +143,8 @@ class TestLeases:
                 await bus.close()
 
     async def test_deployments_with_their_own_prefix_share_one_redis_apart(self, server, prefix):
-        one = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "a"))
-        two = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "b"))
+        one = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "a"), timing=FAST)
+        two = await RedisBus.start(connect_redis(server.url), ("1",), quick(prefix + "b"), timing=FAST)
         try:
             assert await one.take_code() == await two.take_code() == "1"
             async with one.subscribe_game("1", depth=4) as inbox:
@@ -156,7 +157,7 @@ class TestLeases:
             await two.close()
 
     async def test_a_code_of_another_configuration_in_the_pool_is_never_given_nor_kept(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             await client.sadd(Keys(prefix).pool, "not-ours")
             taken = [await bus.take_code() for _ in range(len(CODES))]
@@ -169,7 +170,7 @@ class TestLeases:
             await bus.close()
 
     async def test_live_codes_within_their_max_age_share_one_read_of_the_pool(self, server, client, prefix):
-        bus, other = [await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, sweep_s=60)) for _ in range(2)]
+        bus, other = [await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, sweep_s=60), timing=FAST) for _ in range(2)]
         try:
             await client.config_resetstat()
             answers = await asyncio.gather(*(bus.live_codes(max_age_s=60) for _ in range(10)))
@@ -185,7 +186,7 @@ class TestLeases:
             await other.close()
 
     async def test_a_foreign_message_on_a_channel_is_dropped(self, server, client, prefix):
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             async with bus.subscribe_game("1", depth=4) as inbox:
                 await client.publish(Keys(prefix).game_channel("1"), b"\xff not json")
@@ -200,7 +201,7 @@ class TestLeases:
     async def test_a_result_with_its_own_json_is_read_no_further_until_asked(self, server, client, prefix):
         """A result carrying the provider's JSON reaches its session with that JSON and whether it
         is final; the rest is read when asked for, and then a corrupt rest is a BusError."""
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         raw = '{"type": "Results", "is_final": true}'
         fields = {"text": "x", "final": True, "speech_final": True, "confidence": 0.9, "words": [["only two"]],
                   "start": 0.0, "duration": 1.0, "alternatives": [], "raw": raw}  # fmt: skip
@@ -219,7 +220,7 @@ class TestLeases:
         """Messages that arrive in one read are taken from the parser together (the reader's
         fast path): none is lost, reordered or sent to another channel's session, and a
         subscription confirmed behind them still completes."""
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         keys = Keys(prefix)
         try:
             async with bus.subscribe_game("1", depth=1000) as one, bus.subscribe_game("2", depth=1000) as two:
@@ -249,7 +250,7 @@ class TestLeases:
             "ACL", "SETUSER", user, "on", ">secret", "~*", "+@all", "resetchannels", f"&{keys.game_channel('1')}"
         )
         url = f"redis://{user}:secret@127.0.0.1:{server.port}/0"
-        bus = await RedisBus.start(connect_redis(url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(url), CODES, quick(prefix), timing=FAST)
         try:
             async with bus.subscribe_game("1", depth=4) as inbox:
                 with pytest.raises(BusError, match="not confirmed"):
@@ -266,7 +267,7 @@ class TestLeases:
     async def test_scripts_redis_forgot_are_loaded_again(self, server, client, prefix):
         """Takes and give-backs run batched by their scripts' digests; a Redis that lost its
         scripts (SCRIPT FLUSH, as after a restart) has them loaded again, and nothing is lost."""
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         try:
             await client.script_flush()
             codes = await asyncio.gather(*(bus.take_code() for _ in range(3)))
@@ -282,7 +283,7 @@ class TestLeases:
         """(Un)subscriptions of one turn of the loop are sent together: a channel left and
         joined again before they go stays subscribed and delivers; one given up on before they
         go is never sent; and when every session has left, Redis holds no subscription."""
-        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix))
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         keys = Keys(prefix)
 
         async def subscribers() -> dict[str, int]:
@@ -377,7 +378,7 @@ class TestCancellation:
         for index, cut in enumerate(cuts):
             keys = Keys(f"{prefix}-{index}")
             redis_client = CuttingRedis.from_url(server.url)
-            bus = await RedisBus.start(redis_client, CODES, quick(keys.prefix))
+            bus = await RedisBus.start(redis_client, CODES, quick(keys.prefix), timing=FAST)
             try:
                 code = await bus.take_code()
                 await bus.claim_game(code, "CA-first")
@@ -395,10 +396,10 @@ class TestCancellation:
                 await bus.sweep()  # a code popped but never seen by this process is an orphan
                 free, leases = await pool_state(client, keys)
                 check_conserved(free, leases)
-                assert set(leases) == set(bus._held), "a lease nobody will renew or return"  # noqa: SLF001
+                assert set(leases) == set(bus._leases.held), "a lease nobody will renew or return"  # noqa: SLF001
                 for held in CODES:
                     claim = await client.get(keys.claim(held))
-                    assert claim is None or bus._claim_holder(held) == claim.decode(), "an orphan claim"  # noqa: SLF001
+                    assert claim is None or bus._claims.holder(held) == claim.decode(), "an orphan claim"  # noqa: SLF001
             finally:
                 await bus.close()
             if not isinstance(outcome[0], asyncio.CancelledError):
@@ -424,7 +425,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     async def _start(self) -> RedisBus:
         # Long leases: a crash is made to expire by deleting its leases, as the TTL would.
-        return await RedisBus.start(connect_redis(self.url), CODES, quick(self.prefix, lease_ttl_s=60, claim_ttl_s=60))
+        return await RedisBus.start(connect_redis(self.url), CODES, quick(self.prefix, lease_ttl_s=60, claim_ttl_s=60), timing=FAST)
 
     def _run(self, work):
         """Run one step, bounded: a step that hangs fails with every task's stack, instead of
@@ -480,7 +481,7 @@ class PoolMachine(RuleBasedStateMachine):
         self.buses[replica] = self._run(self._start())
 
     async def _kill(self, bus: RedisBus, codes: list[str]) -> None:
-        bus._held.clear()  # noqa: SLF001 - a dead process gives nothing back on close
+        bus._leases.held.clear()  # noqa: SLF001 - a dead process gives nothing back on close
         await bus.close()
         if codes:
             await self.client.delete(*(self.keys.lease(code) for code in codes))

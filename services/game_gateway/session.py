@@ -14,6 +14,7 @@ from typing import NamedTuple
 from phonepatch.services.context import CloseCode, Gateway
 from phonepatch.shared.bus.events import (
     BusGap,
+    BusLost,
     CallConnected,
     CallEnded,
     CodeLost,
@@ -62,6 +63,7 @@ class GameSession:
         self.started_s = time.monotonic()
         self.sent_transcripts = 0
         self.received_texts = 0
+        self.bus_failing = False  # a publish failed and none has succeeded since
 
     def hello(self) -> tuple[str, str]:
         """The first two texts, once the session is subscribed: the number, then the code."""
@@ -91,6 +93,8 @@ class GameSession:
         """Whether ``event`` ends the session, and how."""
         if isinstance(event, BusGap) and event.reason == "queue overflow":
             return TOO_SLOW
+        if isinstance(event, BusLost):
+            return BUS_LOST
         if isinstance(event, CodeLost):
             # The lease lapsed while Redis was out of reach: the code may be another game's now.
             log.error("game_code_lost")
@@ -108,7 +112,16 @@ class GameSession:
         if self.call_sid is None:
             log.info("game_text_without_call", chars=len(spoken))
             return
-        await self.gateway.bus.publish_to_call(self.call_sid, GameText(code=self.code, text=spoken))
+        try:
+            await self.gateway.bus.publish_to_call(self.call_sid, GameText(code=self.code, text=spoken))
+        except BusError as error:  # out of reach for a moment: this text is lost, the game goes on
+            if not self.bus_failing:
+                log.warning("game_text_lost", error=str(error))
+            self.bus_failing = True
+            return
+        if self.bus_failing:
+            self.bus_failing = False
+            log.info("game_text_delivered_again")
 
     async def leave(self, close_code: int | None) -> None:
         """Give the code back and tell the patched call: exactly once, whatever ended the session.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +22,7 @@ from phonepatch.services.twilio_gateway.webhook import is_signed
 from phonepatch.shared.bus import SessionQueue
 from phonepatch.shared.bus.events import (
     BusGap,
+    BusLost,
     CallConnected,
     CallEnded,
     CallEvent,
@@ -39,6 +42,8 @@ from phonepatch.shared.speech import SpeechEvent, Transcript, UtteranceEnd
 __all__ = ["CallSession", "twilio_handler"]
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 
 async def twilio_handler(request: web.Request) -> web.WebSocketResponse:
@@ -109,6 +114,8 @@ class CallSession:
         self._phrase: list[str] = []
         self._speech: SpeechSession | None = None
         self._grammar_codes: frozenset[str] | None = None
+        self._live: frozenset[str] = frozenset()  # the live codes last read
+        self._bus_failing = False  # a bus call failed and none has succeeded since
         self.code: str | None = None
         self.end_reason = "caller hung up"
         self.started_s = time.monotonic()
@@ -153,7 +160,7 @@ class CallSession:
                 ]
                 listener = tasks.create_task(self._read_speech(speech))
                 try:
-                    await self._apply(self.entry.start(await self.gateway.bus.live_codes()))
+                    await self._apply(self.entry.start(await self._live_codes()))
                     await self._read_stream(speech)
                     await speech.finish()
                     await asyncio.wait([listener], timeout=self.gateway.settings.limits.close_timeout_s)
@@ -223,7 +230,7 @@ class CallSession:
             await self._on_keys(result.digits)
 
     async def _on_keys(self, digits: str) -> None:
-        live = await self.gateway.bus.live_codes()
+        live = await self._live_codes()
         await self._apply(self.entry.on_keys(digits, live, asyncio.get_running_loop().time()))
 
     async def _run_timers(self) -> None:
@@ -260,7 +267,7 @@ class CallSession:
         if self.patched:
             if isinstance(event, Transcript):
                 self.transcripts += 1
-                await self.gateway.bus.publish_to_game(self.code, TranscriptReady(self.call_sid, event))
+                await self._tolerate(self.gateway.bus.publish_to_game(self.code, TranscriptReady(self.call_sid, event)))
             return
         now = asyncio.get_running_loop().time()
         if self._is_unrecognised(event):
@@ -271,7 +278,7 @@ class CallSession:
             text, confidence, alternatives = phrase
             if self.gateway.stt is not None and self.gateway.stt.always_confirm:
                 confidence = 0.0  # this engine's confidence cannot make a code safe (ARCHITECTURE §6)
-            live = await self.gateway.bus.live_codes()
+            live = await self._live_codes()
             # Code entry speech is a code or a yes/no, never the conversation: it may be logged.
             log.debug("entry_heard", state=self.entry.state.name, text=text, alternatives=alternatives)
             await self._apply(self.entry.on_speech(text, confidence, live, now, alternatives))
@@ -307,7 +314,7 @@ class CallSession:
         """Keep a grammar of live codes current while the caller is entering one."""
         if self.entry.state is not EntryState.AWAITING_CODE or self._speech is None:
             return
-        live = await self.gateway.bus.live_codes(max_age_s=self.gateway.settings.limits.grammar_refresh_s / 2)
+        live = await self._live_codes(max_age_s=self.gateway.settings.limits.grammar_refresh_s / 2)
         if live != self._grammar_codes:
             self._grammar_codes = live
             await self._speech.expect(self.entry.expected_phrases(live))
@@ -349,13 +356,13 @@ class CallSession:
     async def _claim(self, code: str, via: str) -> None:
         """Claim the game holding ``code``; on success tell it ``connected``."""
         try:
-            claimed: bool | None = await self.gateway.bus.claim_game(code, self.call_sid)
+            claimed: bool | None = await self._tolerate(self.gateway.bus.claim_game(code, self.call_sid))
         except UnknownCodeError:
             claimed = None
         if claimed:
             self.code = code
             bind_contextvars(code=code)
-            await self.gateway.bus.publish_to_game(code, CallConnected(self.call_sid))
+            await self._tolerate(self.gateway.bus.publish_to_game(code, CallConnected(self.call_sid)))
             log.info("call_patched", via=via)
         else:
             reason = "unknown code" if claimed is None else "game already has a caller"
@@ -368,6 +375,28 @@ class CallSession:
         if self._last_said is not None:
             await asyncio.wait([self._last_said], timeout=self.gateway.settings.limits.close_timeout_s)
         await self.ws.close(code=CloseCode.NORMAL, message=b"goodbye")
+
+    async def _tolerate(self, work: Awaitable[T]) -> T | None:
+        """Await a bus call; while the bus is out of reach (a Redis restart, say), what it
+        carried is lost and the call goes on: logged once per outage, None returned."""
+        try:
+            result = await work
+        except BusError as error:
+            if not self._bus_failing:
+                log.warning("bus_call_failed", error=str(error))
+            self._bus_failing = True
+            return None
+        if self._bus_failing:
+            self._bus_failing = False
+            log.info("bus_call_recovered")
+        return result
+
+    async def _live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:
+        """The live codes, or the last ones read while the bus is out of reach."""
+        live = await self._tolerate(self.gateway.bus.live_codes(max_age_s=max_age_s))
+        if live is not None:
+            self._live = live
+        return self._live
 
     async def _read_inbox(self, inbox: SessionQueue[CallEvent]) -> None:
         while True:
@@ -382,6 +411,10 @@ class CallSession:
                     await self._apply(self.entry.on_game_left())
                 case BusGap(reason=reason):
                     log.warning("call_missed_events", reason=reason)
+                case BusLost(reason=reason):
+                    # Out of reach longer than a claim lives: the game may be another's by now.
+                    await self._hang_up(reason)
+                    return
 
     async def _end(self) -> None:
         """Release the game (it keeps its code) and close the stream; runs once, shielded."""

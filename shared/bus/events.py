@@ -9,6 +9,7 @@ from phonepatch.shared.speech import Transcript
 
 __all__ = [
     "BusGap",
+    "BusLost",
     "CallConnected",
     "CallEnded",
     "CallEvent",
@@ -110,6 +111,14 @@ class CodeLost:
 @dataclass(frozen=True, slots=True)
 class BusGap:
     """Messages for this session may have been lost (a queue overflowed or the bus reconnected)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BusLost:
+    """The bus has been out of reach for longer than a lease lives: this session's code or claim
+    may be another's by now, so the session ends."""
 
     reason: str
 
