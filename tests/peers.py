@@ -188,7 +188,8 @@ class FakeCall:
                 media.encode_dtmf(stream_sid=self.stream_sid, sequence_number=next(self._sequence), digit=digit)
             )
 
-    async def hang_up(self) -> None:
+    async def send_stop(self) -> None:
+        """Send ``stop`` only: for a caller whose socket another task reads."""
         await self.ws.send_str(
             media.encode_stop(
                 stream_sid=self.stream_sid,
@@ -197,6 +198,9 @@ class FakeCall:
                 account_sid=self.account_sid,
             )
         )
+
+    async def hang_up(self) -> None:
+        await self.send_stop()
         await self.wait_closed()
 
     async def wait_closed(self) -> int | None:
