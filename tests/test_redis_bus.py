@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from phonepatch.shared.bus import wire
-from phonepatch.shared.bus.events import CallConnected, CodeLost
+from phonepatch.shared.bus.events import BusGap, CallConnected, CodeLost
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.redis import RedisBus, Timing, connect_redis
 from phonepatch.shared.config import RedisSettings
@@ -315,6 +315,57 @@ class TestLeases:
             assert all(len(inbox) == 0 for inbox in inboxes)
         finally:
             await bus.close()
+
+
+class TestReader:
+    async def test_this_redis_py_lets_the_reader_take_parsed_replies_at_once(self, server, prefix):
+        """The reader's fast path reads redis-py's private names: this fails when an upgrade of
+        redis-py moves them (the public path then runs alone, slower), so that it is noticed."""
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
+        try:
+            async with bus.subscribe_game("1", depth=4):
+                assert bus.topology.links["server"].fast is True
+        finally:
+            await bus.close()
+
+    async def test_without_the_private_path_the_public_one_delivers_everything(self, server, client, prefix):
+        """A connection whose parser has no hiredis reader (redis-py's own parser here, as after
+        an upgrade that moved it) is read one reply at a time, and nothing is lost."""
+        from redis.asyncio.connection import _AsyncRESP2Parser
+
+        url = server.url
+        bus = await RedisBus.start(connect_redis(url, parser_class=_AsyncRESP2Parser), CODES, quick(prefix), timing=FAST)
+        try:
+            async with bus.subscribe_game("1", depth=256) as inbox:
+                assert bus.topology.links["server"].fast is False
+                sids = [f"CA-{n}" for n in range(100)]
+                async with client.pipeline(transaction=False) as pipe:
+                    for sid in sids:
+                        pipe.publish(Keys(prefix).game_channel("1"), wire.encode(CallConnected(sid)))
+                    await pipe.execute()
+                async with asyncio.timeout(2):
+                    assert [(await inbox.get()).call_sid for _ in sids] == sids
+        finally:
+            await bus.close()
+
+    async def test_a_redis_restart_is_found_and_left_by_one_reader(self, server, client, prefix):
+        """Redis gone and back: the link connects again within the backoff, subscribes again,
+        tells the session of the gap, and delivers; never two readers on one connection."""
+        restarting = RedisServer().start()
+        bus = await RedisBus.start(connect_redis(restarting.url), CODES, quick(prefix), timing=FAST)
+        try:
+            async with bus.subscribe_game("1", depth=8) as inbox, bus.subscribe_call("CA-1", depth=8) as calls:
+                restarting.stop()
+                await asyncio.sleep(0.3)
+                restarting.start()
+                async with asyncio.timeout(2):
+                    assert isinstance(await inbox.get(), BusGap) and isinstance(await calls.get(), BusGap)
+                    await bus.publish_to_game("1", CallConnected("CA-back"))
+                    assert await inbox.get() == CallConnected("CA-back")
+                assert bus.topology.links["server"].connects == 2
+        finally:
+            await bus.close()
+            restarting.close()
 
 
 class CuttingRedis(aioredis.Redis):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -125,29 +126,34 @@ class Link:
         self.wanted: set[str] = set()
         self._sent: set[str] = set()  # asked for on the current connection
         self._confirmed: set[str] = set()  # confirmed on the current connection
+        self._carried: set[str] = set()  # confirmed on the connection lost: their sessions missed messages
         self._connection: AbstractConnection | None = None  # while up
         self._flushing: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.fast: bool | None = None  # whether replies are taken in batches, once connected
         self.connects = 0
-        self._task = asyncio.create_task(self._run(), name=f"bus-pubsub-{name}")
+        # A context of its own: the session whose subscription made the link is not its to log.
+        self._task = asyncio.create_task(self._run(), name=f"bus-pubsub-{name}", context=contextvars.Context())
 
     def want(self, channel: str) -> bool:
         """Carry ``channel``; True when it is confirmed on the connection already."""
         self.wanted.add(channel)
-        if channel in self._sent and channel in self._confirmed:
+        if self._connection is not None and channel in self._sent and channel in self._confirmed:
             return True
         self._changed_now()
         return False
 
     def drop(self, channel: str) -> None:
         self.wanted.discard(channel)
+        self._carried.discard(channel)
         self._changed_now()
 
     def _changed_now(self) -> None:
         self._changed.set()
         if self._connection is not None and self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush(self._connection), name=f"bus-subscriptions-{self.name}")
+            self._flushing = asyncio.create_task(
+                self._flush(self._connection), name=f"bus-subscriptions-{self.name}", context=contextvars.Context()
+            )
 
     async def _flush(self, connection: AbstractConnection) -> None:
         """Send what changed since the last command, in order, one command each way; a channel
@@ -171,37 +177,41 @@ class Link:
 
     async def _run(self) -> None:
         backoff, lost = Backoff(self._timing), False
-        carried: set[str] = set()  # channels confirmed on the last connection, for the gap
         while True:
             if not self.wanted:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            connection = self._make()
+            connection = None
             try:
+                connection = self._make()
                 await connection.connect()
                 self.connects += 1
                 replies = Replies(connection)
                 self.fast = replies.fast
-                self._sent, self._confirmed = set(), set()
                 self._connection = connection
                 self._changed_now()
                 if lost:
                     lost = False
                     log.info("bus_reconnected", link=self.name, channels=len(self.wanted))
-                    self._router.deliver(carried & self.wanted, BusGap("bus reconnected"))
+                    self._router.deliver(self._carried & self.wanted, BusGap("bus reconnected"))
                 backoff.reset()
                 await self._serve(connection, replies)
             except (*CONNECTION_ERRORS, RedisError) as error:
                 if not lost:
                     lost = True
                     log.warning("bus_connection_lost", link=self.name, error=type(error).__name__)
+            except Exception:  # never the end of the link: it is made again after the backoff
+                lost = True
+                log.exception("bus_link_failed", link=self.name)
             finally:
-                if self._connection is connection:
-                    carried = set(self._confirmed)
+                if connection is not None and self._connection is connection:
+                    self._carried = set(self._confirmed)
                 self._connection = None
-                with contextlib.suppress(*CONNECTION_ERRORS, RedisError):
-                    await connection.disconnect(nowait=True)
+                self._sent, self._confirmed = set(), set()  # nothing is subscribed without it
+                if connection is not None:
+                    with contextlib.suppress(*CONNECTION_ERRORS, RedisError):
+                        await connection.disconnect(nowait=True)
             await asyncio.sleep(backoff.next_s())
 
     async def _serve(self, connection: AbstractConnection, replies: Replies) -> None:

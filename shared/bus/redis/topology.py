@@ -92,7 +92,7 @@ class OneServer(Topology):
         link = self.links.get("server")
         if link is None:
             pool = self.client.connection_pool
-            make = lambda: pool.connection_class(**pool.connection_kwargs, protocol=2)  # noqa: E731
+            make = lambda: pool.connection_class(**_pubsub_options(pool.connection_kwargs))  # noqa: E731
             link = self.links["server"] = Link("server", make, self.router, self.timing)
         return link
 
@@ -145,7 +145,7 @@ class Cluster(Topology):
         node = self.client.get_node_from_key(channel)
         link = self.links.get(node.name)
         if link is None:
-            make = lambda: node.connection_class(**{**node.connection_kwargs, "protocol": 2})  # noqa: E731
+            make = lambda: node.connection_class(**_pubsub_options(node.connection_kwargs))  # noqa: E731
             link = self.links[node.name] = Link(node.name, make, self.router, self.timing, sharded=True)
         return link
 
@@ -184,6 +184,12 @@ class Cluster(Topology):
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self.client.spublish(channel, data)
+
+
+def _pubsub_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A pub/sub connection's options: RESP2, hence none of RESP3's maintenance notifications."""
+    kept = {key: value for key, value in options.items() if not key.startswith("maint_notifications")}
+    return {**kept, "protocol": 2}
 
 
 def topology_of(client: Client, keys: Keys, timing: Timing) -> Topology:
