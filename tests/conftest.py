@@ -18,6 +18,8 @@ from phonepatch.services.context import GATEWAY, Gateway
 from phonepatch.services.game_gateway.server import GameServer
 from phonepatch.shared.config import Settings, build_settings
 
+pytest_plugins = ["deployment"]  # fixtures of the tests that run phonepatch processes on Redis
+
 
 @dataclasses.dataclass
 class RunningServer:

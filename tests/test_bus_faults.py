@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from deployment import CODES, SETTINGS, Deployment, eventually, patch_in, pool_state, redis_client, redis_server  # noqa: F401
-from deployment import deployment as deployment  # noqa: F401 - the fixture
+from deployment import CODES, SETTINGS, Deployment, eventually, patch_in, pool_state
 from peers import TIMEOUT_S, GameClient
 
 # Leases long enough for an outage of a few seconds to be a short one.

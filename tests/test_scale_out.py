@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from deployment import CODES, LEASE_TTL_S, SWEEP_S, deployment, eventually, patch_in, pool_state, redis_client, redis_server  # noqa: F401
+import redis.asyncio as aioredis
+
+from deployment import CODES, LEASE_TTL_S, SWEEP_S, eventually, patch_in, pool_state
 from peers import TIMEOUT_S
 
 async def test_every_call_reaches_its_own_game_across_processes(deployment):

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, ParamSpec, TypeVar
-
-from redis.exceptions import RedisError
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
 
 from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.base import Bus
@@ -22,7 +19,7 @@ from phonepatch.shared.bus.events import CallEnded, CallEvent, GameEvent
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.queue import SessionQueue
 from phonepatch.shared.bus.redis.claims import Claims
-from phonepatch.shared.bus.redis.connection import CONNECTION_ERRORS, Client, Timing
+from phonepatch.shared.bus.redis.connection import FAILURES, Client, Timing, as_bus_error
 from phonepatch.shared.bus.redis.leases import Leases
 from phonepatch.shared.bus.redis.pool import Pool
 from phonepatch.shared.bus.redis.topology import topology_of
@@ -35,22 +32,7 @@ __all__ = ["RedisBus"]
 
 log = get_logger(__name__)
 
-P = ParamSpec("P")
 T = TypeVar("T")
-_FAILURES = (*CONNECTION_ERRORS, RedisError)
-
-
-def _as_bus_error(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Raise a Redis that cannot be reached, or refuses, as ``BusError`` (callers know that one)."""
-
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except _FAILURES as error:
-            raise BusError(f"redis: {method.__name__} failed: {type(error).__name__}") from error
-
-    return wrapper
 
 
 def _ms(seconds: float) -> int:
@@ -91,8 +73,8 @@ class RedisBus(Bus):
             while wait_s := await bus.sweep():
                 await asyncio.sleep(wait_s)
             bus._leases.epoch = await client.get(bus._keys.seeded)
-        except _FAILURES as error:
-            await bus._close_client()
+        except FAILURES as error:
+            await bus.topology.close_client()
             raise BusError(f"redis: cannot reach the server: {type(error).__name__}: {error}") from None
         bus._tasks = bus._upkeep.tasks()
         return bus
@@ -106,7 +88,7 @@ class RedisBus(Bus):
 
     # -- codes and claims ----------------------------------------------------------------------
 
-    @_as_bus_error
+    @as_bus_error
     async def take_code(self) -> str:
         return await self._leases.take()
 
@@ -114,21 +96,21 @@ class RedisBus(Bus):
         with contextlib.suppress(BusError):  # given back by a later heartbeat, or the sweeper
             await self.leave_game(code)
 
-    @_as_bus_error
+    @as_bus_error
     async def leave_game(self, code: str) -> str | None:
         self._claims.held.pop(code, None)
         _, call_sid = await self._leases.leave(code)
         return call_sid
 
-    @_as_bus_error
+    @as_bus_error
     async def live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:
         return await self._pool.live_codes(max_age_s)
 
-    @_as_bus_error
+    @as_bus_error
     async def claim_game(self, code: str, call_sid: str) -> bool:
         return await self._claims.claim(code, call_sid, self._leases.epoch)
 
-    @_as_bus_error
+    @as_bus_error
     async def release_claim(self, code: str, call_sid: str | None = None) -> str | None:
         return await self._claims.release(code, call_sid)
 
@@ -140,11 +122,11 @@ class RedisBus(Bus):
 
     # -- channels ------------------------------------------------------------------------------
 
-    @_as_bus_error
+    @as_bus_error
     async def publish_to_game(self, code: str, event: GameEvent) -> None:
         await self.topology.publish(self._keys.game_channel(code), wire.encode(event))
 
-    @_as_bus_error
+    @as_bus_error
     async def publish_to_call(self, call_sid: str, event: CallEvent) -> None:
         await self.topology.publish(self._keys.call_channel(call_sid), wire.encode(event))
 
@@ -180,20 +162,11 @@ class RedisBus(Bus):
                         await self.publish_to_game(code, CallEnded(claim.call_sid, "server shutting down"))
                 await self._upkeep.heartbeat()  # give-backs and releases that failed before
                 await asyncio.gather(*self._background, return_exceptions=True)
-        except (TimeoutError, BusError, *_FAILURES) as error:
+        except (TimeoutError, BusError, *FAILURES) as error:
             left = len(self._leases.held) + len(self._leases.leaving)
             log.warning("bus_codes_left_to_expire", count=left, error=type(error).__name__)
         await self.topology.close()
-        await self._close_client()
-
-    async def _close_client(self) -> None:
-        client = self.topology.client
-        with contextlib.suppress(*_FAILURES):
-            await client.aclose()
-        manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
-        for sentinel in getattr(manager, "sentinels", ()):  # the connections that found the master
-            with contextlib.suppress(*_FAILURES):
-                await sentinel.aclose()
+        await self.topology.close_client()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

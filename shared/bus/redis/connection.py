@@ -6,9 +6,11 @@ and left within a fraction of a second, so that one shorter than a lease is only
 
 from __future__ import annotations
 
+import functools
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -17,14 +19,32 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from phonepatch.shared.errors import ConfigError
+from phonepatch.shared.errors import BusError, ConfigError
 
-__all__ = ["CONNECTION_ERRORS", "Backoff", "Client", "Target", "Timing", "connect"]
+__all__ = ["CONNECTION_ERRORS", "FAILURES", "Backoff", "Client", "Target", "Timing", "as_bus_error", "connect"]
 
 Client = aioredis.Redis | RedisCluster
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+FAILURES = (*CONNECTION_ERRORS, RedisError)  # out of reach, or refused
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def as_bus_error(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Raise a Redis that cannot be reached, or refuses, as ``BusError`` (callers know that one)."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except FAILURES as error:
+            raise BusError(f"redis: {method.__name__} failed: {type(error).__name__}") from error
+
+    return wrapper
 
 
 @dataclass(frozen=True, slots=True)

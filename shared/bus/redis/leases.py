@@ -22,9 +22,8 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from redis.exceptions import RedisError
 
-from phonepatch.shared.bus.redis.connection import CONNECTION_ERRORS
+from phonepatch.shared.bus.redis.connection import FAILURES
 from phonepatch.shared.bus.redis.topology import Topology
 from phonepatch.shared.errors import PoolExhaustedError
 from phonepatch.shared.logs import get_logger
@@ -125,7 +124,7 @@ class Leases:
         """Once a take its caller gave up on has run, give back what it leased."""
         try:
             popped = await taking
-        except (*CONNECTION_ERRORS, RedisError):
+        except FAILURES:
             await self._give_back_any(value)  # cut off: it may or may not have run
             return
         if popped:

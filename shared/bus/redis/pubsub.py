@@ -21,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.events import BusGap
 from phonepatch.shared.bus.queue import SessionQueue
-from phonepatch.shared.bus.redis.connection import CONNECTION_ERRORS, Backoff, Timing
+from phonepatch.shared.bus.redis.connection import CONNECTION_ERRORS, FAILURES, Backoff, Timing
 from phonepatch.shared.bus.redis.replies import Replies
 from phonepatch.shared.errors import BusError
 from phonepatch.shared.logs import get_logger
@@ -197,7 +197,7 @@ class Link:
                     self._router.deliver(self._carried & self.wanted, BusGap("bus reconnected"))
                 backoff.reset()
                 await self._serve(connection, replies)
-            except (*CONNECTION_ERRORS, RedisError) as error:
+            except FAILURES as error:
                 if not lost:
                     lost = True
                     log.warning("bus_connection_lost", link=self.name, error=type(error).__name__)
@@ -210,7 +210,7 @@ class Link:
                 self._connection = None
                 self._sent, self._confirmed = set(), set()  # nothing is subscribed without it
                 if connection is not None:
-                    with contextlib.suppress(*CONNECTION_ERRORS, RedisError):
+                    with contextlib.suppress(*FAILURES):
                         await connection.disconnect(nowait=True)
             await asyncio.sleep(backoff.next_s())
 

@@ -5,6 +5,7 @@ call may name, and which pub/sub connection carries a channel."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -15,7 +16,7 @@ from redis.commands.core import AsyncScript
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.redis import scripts
 from phonepatch.shared.bus.redis.batching import Batches
-from phonepatch.shared.bus.redis.connection import Client, Timing
+from phonepatch.shared.bus.redis.connection import FAILURES, Client, Timing
 from phonepatch.shared.bus.redis.pubsub import Link, Router
 
 __all__ = ["Cluster", "OneServer", "Topology", "topology_of"]
@@ -75,6 +76,14 @@ class Topology:
 
     async def close(self) -> None:
         await asyncio.gather(*(link.close() for link in self.links.values()))
+
+    async def close_client(self) -> None:
+        with contextlib.suppress(*FAILURES):
+            await self.client.aclose()
+        manager = getattr(getattr(self.client, "connection_pool", None), "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):  # the connections that found the master
+            with contextlib.suppress(*FAILURES):
+                await sentinel.aclose()
 
 
 class OneServer(Topology):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from redis.exceptions import RedisError
 
 from phonepatch.shared.bus import wire
 from phonepatch.shared.bus.events import BusLost, CallEnded, CodeLost, GameLeft
 from phonepatch.shared.bus.redis.claims import Claims
-from phonepatch.shared.bus.redis.connection import CONNECTION_ERRORS, Backoff
+from phonepatch.shared.bus.redis.connection import FAILURES, Backoff
 from phonepatch.shared.bus.redis.leases import Leases
 from phonepatch.shared.bus.redis.pool import Pool
 from phonepatch.shared.bus.redis.topology import Topology
@@ -42,6 +41,7 @@ class Upkeep:
         self.closing = False
 
     def tasks(self) -> list[asyncio.Task[None]]:
+        self._reached = self._loop.time()
         return [
             asyncio.create_task(self._every(self._settings.heartbeat_s, self.heartbeat, "bus_heartbeat_failed"), name="bus-heartbeat"),
             asyncio.create_task(self._every(self._settings.sweep_s, self.sweep, "bus_sweep_failed"), name="bus-sweeper"),
@@ -56,7 +56,7 @@ class Upkeep:
             await asyncio.sleep(wait_s)
             try:
                 asked = await work()
-            except (*CONNECTION_ERRORS, RedisError) as error:
+            except FAILURES as error:
                 if not failing and not self.closing:
                     log.warning(failure, error=type(error).__name__)
                 failing = True
