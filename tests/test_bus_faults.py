@@ -67,7 +67,12 @@ async def test_a_redis_outage_shorter_than_a_lease_ends_no_session(deployment: D
     redis_server.stop()  # a restart without persistence: every key is gone
     await call.say("lost in the outage")  # published while Redis is down: lost, not fatal
     await patched.ws.send_str("also lost")
-    await asyncio.sleep(down_s)
+    began = time.monotonic()
+    refused = await deployment.http.ws_connect(games_gateway.base_url + "/game")
+    message = await refused.receive(timeout=TIMEOUT_S)
+    assert (message.type.name, message.data) == ("CLOSE", 1013)  # refused, and fast
+    assert time.monotonic() - began < 2.0
+    await asyncio.sleep(max(0.0, down_s - (time.monotonic() - began)))
     redis_server.start()
 
     back = time.monotonic()
@@ -106,7 +111,16 @@ async def test_a_redis_outage_shorter_than_a_lease_ends_no_session(deployment: D
         assert "bus_reconnected" in events and "bus_lost" not in events
         assert gateway.process.poll() is None
     assert "game_missed_events" in games_gateway.log_events()  # the game was told of the gap
-    assert "call_ended" not in calls_gateway.log_events() and "game_session_ended" not in games_gateway.log_events()
+    assert "call_ended" not in calls_gateway.log_events()
+    assert _only_refused(games_gateway)
+    for gateway in {games_gateway, calls_gateway}:  # no traceback: no reader fought another
+        assert not [entry for entry in gateway.log_entries() if "exception" in entry]
+
+
+def _only_refused(gateway) -> bool:
+    """The game refused during the outage ended its session with 1013; no other did."""
+    ended = [entry for entry in gateway.log_entries() if entry.get("event") == "game_session_ended"]
+    return all(entry.get("close_code") == 1013 for entry in ended)
 
 
 async def test_a_call_that_ends_during_an_outage_leaves_no_claim_behind(deployment: Deployment, redis_server, redis_client):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from phonepatch.shared.bus import wire
-from phonepatch.shared.bus.events import BusGap, CallConnected, CodeLost
+from phonepatch.shared.bus.events import BusGap, CallConnected, CallEnded, CodeLost, GameLeft
 from phonepatch.shared.bus.keys import Keys
 from phonepatch.shared.bus.redis import RedisBus, Timing, connect_redis
 from phonepatch.shared.config import RedisSettings
@@ -315,6 +315,69 @@ class TestLeases:
             assert all(len(inbox) == 0 for inbox in inboxes)
         finally:
             await bus.close()
+
+
+class TestClaims:
+    async def test_a_claim_whose_game_died_is_dropped_and_its_call_told(self, server, client, prefix):
+        """The game's process died (its lease lapsed): the heartbeat of the call's process finds
+        the game gone, drops the claim and tells the call, sweeper or not."""
+        games = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, sweep_s=60), timing=FAST)
+        calls = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, sweep_s=60), timing=FAST)
+        try:
+            code = await games.take_code()
+            async with calls.subscribe_call("CA-1", depth=8) as inbox:
+                assert await calls.claim_game(code, "CA-1")
+                games._leases.held.clear()  # noqa: SLF001 - a dead process renews nothing
+                await client.delete(Keys(prefix).lease(code))  # and its lease lapsed
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == GameLeft(code, "game lost")
+            assert await client.get(Keys(prefix).claim(code)) is None
+        finally:
+            await games.close()
+            await calls.close()
+
+    async def test_the_sweeper_gives_an_orphan_back_without_its_claim_and_tells_the_call(self, server, client, prefix):
+        keys = Keys(prefix)
+        bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix, heartbeat_s=60), timing=FAST)
+        try:
+            code = await bus.take_code()
+            async with bus.subscribe_call("CA-2", depth=8) as inbox:
+                await client.set(keys.claim(code), "CA-2")  # a call of another process
+                bus._leases.held.clear()  # noqa: SLF001 - the game's process died
+                await client.delete(keys.lease(code))
+                await bus.sweep()
+                async with asyncio.timeout(2):
+                    assert await inbox.get() == GameLeft(code, "game lost")
+            assert await client.get(keys.claim(code)) is None
+            assert await client.sismember(keys.pool, code)
+        finally:
+            await bus.close()
+
+    async def test_a_claim_released_while_redis_is_away_is_never_renewed_nor_set_again(self, server, prefix):
+        """The call ended during an outage: it forgets the claim at once; once Redis is back the
+        release goes through and the game is told; the claim is not set again after a restart."""
+        restarting = RedisServer().start()
+        bus = await RedisBus.start(connect_redis(restarting.url), CODES, quick(prefix), timing=FAST)
+        try:
+            code = await bus.take_code()
+            assert await bus.claim_game(code, "CA-3")
+            async with bus.subscribe_game(code, depth=8) as inbox:
+                restarting.stop()
+                with pytest.raises(BusError):
+                    await bus.release_claim(code, "CA-3")
+                restarting.start()
+                async with asyncio.timeout(3):
+                    while not isinstance(event := await inbox.get(), CallEnded):
+                        assert isinstance(event, BusGap), event
+                probe = aioredis.Redis.from_url(restarting.url)
+                try:
+                    assert await probe.get(Keys(prefix).lease(code)) is not None  # the game's, set again
+                    assert await probe.get(Keys(prefix).claim(code)) is None
+                finally:
+                    await probe.aclose()
+        finally:
+            await bus.close()
+            restarting.close()
 
 
 class TestReader:

@@ -76,12 +76,13 @@ class Claims:
         return holder.decode() if holder is not None else None
 
     async def retry_releasing(self) -> list[tuple[str, str]]:
-        """Try the releases that failed again: the (code, call SID) of each claim dropped."""
-        dropped = []
+        """Try the releases that failed again: the (code, call SID) of each call whose game is
+        to be told it ended (its claim may have gone with Redis's data: the call ended anyway)."""
+        released = []
         for code, call_sid in list(self.releasing.items()):
-            if await self.release(code, call_sid) is not None:
-                dropped.append((code, call_sid))
-        return dropped
+            await self.release(code, call_sid)
+            released.append((code, call_sid))
+        return released
 
     async def renew(self, epoch: bytes | None, now: float) -> list[tuple[str, str]]:
         """Extend every claim whose game is still there; the (code, call SID) of those dropped."""
