@@ -174,6 +174,8 @@ class Link:
         finally:
             if self._flushing is asyncio.current_task():
                 self._flushing = None
+                if self._connection is not None and self._connection is not connection:
+                    self._changed_now()  # a new connection came while this one's send was stuck
 
     async def _run(self) -> None:
         backoff, lost = Backoff(self._timing), False
