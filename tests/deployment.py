@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
-
+from gateway_process import spawn_phonepatch
 from peers import API_KEY, TIMEOUT_S, FakeCall, FakeDeepgram, GameClient
 from redis_server import RedisServer, free_port
 
@@ -57,12 +56,7 @@ class Gateway:
             "TWILIO_PHONE_NUMBER": "+15550001111",
         }
         self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "phonepatch.services", role, "--port", str(self.port), "--config", str(config)],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = spawn_phonepatch(role, self.port, config, env, self._log)
 
     @property
     def base_url(self) -> str:

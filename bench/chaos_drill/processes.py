@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from gateway_process import spawn_phonepatch
 from redis_server import free_port
 
 from .settings import CLOSE_TIMEOUT_S, POLL_S, START_TIMEOUT_S
@@ -90,12 +89,7 @@ class Gateway:
         self.killed = False
         self.stopped = False
         self._log_file = self.log.path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "phonepatch.services", role, "--port", str(self.port), "--config", str(config)],
-            env=env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
+        self.process = spawn_phonepatch(role, self.port, config, env, self._log_file)
 
     @property
     def alive(self) -> bool:
