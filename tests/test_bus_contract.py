@@ -141,6 +141,14 @@ class TestClaims:
         assert await bus.release_claim(code, "CA-one") is None
         assert await bus.claim_game(code, "CA-two")
 
+    async def test_the_holder_of_a_claim_can_be_read(self, bus):
+        code = await bus.take_code()
+        assert await bus.claim_holder(code) is None
+        await bus.claim_game(code, "CA-1")
+        assert await bus.claim_holder(code) == "CA-1"
+        await bus.release_claim(code, "CA-1")
+        assert await bus.claim_holder(code) is None
+
     async def test_game_side_release_reports_the_holder(self, bus):
         code = await bus.take_code()
         assert await bus.release_claim(code) is None

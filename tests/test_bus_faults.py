@@ -137,8 +137,12 @@ async def test_a_call_that_ends_during_an_outage_leaves_no_claim_behind(deployme
 
     async def patchable() -> None:
         again = await deployment.call(calls_gateway)
-        await again.press(game.code + "#")
-        assert await game.receive_text(timeout_s=0.6) == "connected"
+        try:
+            await again.press(game.code + "#")
+            assert await game.receive_text(timeout_s=0.6) == "connected"
+        except BaseException:
+            await again.ws.close()  # a caller who was not let in hangs up before trying again
+            raise
 
     await within(2 * RECOVERY_S, patchable)  # each try dials, keys and waits: the bound is loose
     await asyncio.sleep(2 * HICCUP["redis_heartbeat_s"])
@@ -152,8 +156,8 @@ async def test_a_redis_outage_longer_than_a_lease_ends_sessions_once_and_cleanly
     await patch_in(call, game)
 
     redis_server.stop()
-    assert await game.wait_closed() == 1011
-    assert await call.wait_closed() == 1000
+    # Both read at once, as real peers do: a close frame left unread is lost to the server's reset.
+    assert await asyncio.gather(game.wait_closed(), call.wait_closed()) == [1011, 1000]
     redis_server.start()
 
     for gateway, event in ((games_gateway, "game_session_ended"), (calls_gateway, "call_ended")):
@@ -211,3 +215,14 @@ async def _now(value: bool) -> bool:
 async def _has_no_claims(client) -> bool:
     return not await claims(client)
 
+
+
+@pytest.mark.parametrize("role", ["game-gateway", "serve"])
+async def test_a_game_that_missed_its_call_connecting_learns_of_it_after_the_gap(deployment: Deployment, redis_client, role):
+    """Events lost while a game-gateway's pub/sub connection was away (a call patched in just
+    then): on the gap the game reads who claims its code, and is told ``connected``."""
+    gateway = await deployment.start(role)
+    game = await deployment.game(gateway)
+    await redis_client.set(f"{{scale:{game.code}}}:claim", "CA-missed")  # its CallConnected was lost
+    await redis_client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert await game.receive_text() == "connected"

@@ -22,7 +22,7 @@ from phonepatch.services.game_gateway.session import (
     GameSession,
 )
 from phonepatch.shared.bus import SessionQueue
-from phonepatch.shared.bus.events import GameEvent
+from phonepatch.shared.bus.events import BusGap, GameEvent
 from phonepatch.shared.errors import BusError, PoolExhaustedError
 from phonepatch.shared.logs import get_logger
 
@@ -95,6 +95,8 @@ async def _write_loop(ws: web.WebSocketResponse, session: GameSession, inbox: Se
     while not ws.closed:
         event = await inbox.get()
         text = session.render(event)
+        if isinstance(event, BusGap) and session.ending(event) is None:
+            text = await session.resync()
         if text is not None:
             try:
                 await ws.send_str(text)

@@ -117,6 +117,7 @@ class GameListener(WSListener):
         self._fragments_size = 0
         self._texts: deque[str] = deque()
         self._speaking: asyncio.Task[None] | None = None
+        self._resyncing: asyncio.Task[None] | None = None  # after missed events: which call is patched in
         self._paused = False
         self.peer_close_code: int | None = None
 
@@ -202,6 +203,14 @@ class GameListener(WSListener):
             self._send(session.render(event))
             if (ending := session.ending(event)) is not None:
                 self.end(ending)
+            elif event.__class__ is BusGap:
+                self._resyncing = asyncio.create_task(self._resync(session), name="game-resync")
+
+    async def _resync(self, session: GameSession) -> None:
+        text = await session.resync()
+        if self.session is session and self.ending is None and self.transport is not None:
+            if not self.transport.is_disconnected:
+                self._send(text)
 
     def _send(self, text: str | None) -> None:
         if text is None or self.transport is None:

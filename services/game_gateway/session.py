@@ -88,6 +88,19 @@ class GameSession:
                 log.warning("game_missed_events", reason=reason)
         return None
 
+    async def resync(self) -> str | None:
+        """After missed events (``BusGap``), learn from the bus which call is patched in now;
+        return ``connected`` to send when it is a call the game has not been told of. No claim
+        tells nothing: after Redis lost its data, the call's process may not have set it again
+        yet. A bus out of reach leaves things as they are."""
+        try:
+            holder = await self.gateway.bus.claim_holder(self.code)
+        except BusError:
+            return None
+        if holder is None or holder == self.call_sid:
+            return None
+        return self.render(CallConnected(holder))
+
     @staticmethod
     def ending(event: GameEvent | BusGap) -> Ending | None:
         """Whether ``event`` ends the session, and how."""

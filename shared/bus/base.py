@@ -65,6 +65,11 @@ class Bus(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def claim_holder(self, code: str) -> str | None:
+        """The call SID patched into the game holding ``code`` now, or None: what a session
+        that missed events (``BusGap``) reads to learn where it stands."""
+
+    @abc.abstractmethod
     async def publish_to_game(self, code: str, event: GameEvent) -> None:
         """Send ``event`` to the game holding ``code``; nobody listening is not an error."""
 

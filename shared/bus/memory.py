@@ -49,6 +49,9 @@ class MemoryBus(Bus):
         del self._claims[code]
         return holder
 
+    async def claim_holder(self, code: str) -> str | None:
+        return self._claims.get(code)
+
     async def publish_to_game(self, code: str, event: GameEvent) -> None:
         self._publish(self._game_channel(code), event)
 

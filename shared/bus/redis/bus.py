@@ -114,6 +114,11 @@ class RedisBus(Bus):
     async def release_claim(self, code: str, call_sid: str | None = None) -> str | None:
         return await self._claims.release(code, call_sid)
 
+    @as_bus_error
+    async def claim_holder(self, code: str) -> str | None:
+        holder = await self.topology.client.get(self._keys.claim(code))
+        return holder.decode() if holder is not None else None
+
     async def heartbeat(self) -> None:
         await self._upkeep.heartbeat()
 
