@@ -60,8 +60,8 @@ class Timing:
     connect_timeout_s: float = 1.0
     command_retries: int = 2  # a command on a connection Redis dropped is sent again once re-made
     retry_base_s: float = 0.05
-    retry_cap_s: float = 0.5
-    restore_wait_s: float = 1.2
+    retry_cap_s: float = 0.25
+    restore_wait_s: float = 0.8
     subscribe_timeout_s: float = 3.0
     ping_s: float = 2.0  # an idle pub/sub connection is pinged; two silent pings end it
     pool_wait_s: float = 2.0  # a burst waits this long for one of the pool's connections
