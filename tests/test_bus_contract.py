@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -187,6 +188,18 @@ class TestChannels:
             assert await next_event(one) == CallConnected("CA-one")
             assert await next_event(two) == CallEnded("CA-two", "hung up")
             assert len(one) == len(two) == 0
+
+    async def test_subscriptions_asked_together_each_deliver(self, make_bus):
+        """Several sessions subscribing in one turn (one command on one server; one per channel
+        where channels are sharded, a command naming one slot)."""
+        codes = tuple(str(n) for n in range(12))  # on 3 masters, some share a node
+        bus = await make_bus(codes)
+        async with contextlib.AsyncExitStack() as stack:
+            inboxes = await asyncio.gather(*(stack.enter_async_context(bus.subscribe_game(code, depth=4)) for code in codes))
+            for code in codes:
+                await bus.publish_to_game(code, CallConnected(f"CA-{code}"))
+            for code, inbox in zip(codes, inboxes, strict=True):
+                assert await next_event(inbox) == CallConnected(f"CA-{code}")
 
     async def test_call_channel_reaches_only_its_call(self, bus):
         async with bus.subscribe_call("CA-one", depth=8) as one, bus.subscribe_call("CA-two", depth=8) as two:

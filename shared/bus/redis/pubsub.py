@@ -123,6 +123,7 @@ class Link:
         self._router = router
         self._timing = timing
         self._subscribe, self._unsubscribe = (b"SSUBSCRIBE", b"SUNSUBSCRIBE") if sharded else (b"SUBSCRIBE", b"UNSUBSCRIBE")
+        self._sharded = sharded
         self.wanted: set[str] = set()
         self._sent: set[str] = set()  # asked for on the current connection
         self._confirmed: set[str] = set()  # confirmed on the current connection
@@ -164,11 +165,9 @@ class Link:
                 if not gone and not new:
                     return
                 self._sent = set(self.wanted)
-                if gone:
-                    self._confirmed -= gone
-                    await connection.send_command(self._unsubscribe, *gone, check_health=False)
-                if new:
-                    await connection.send_command(self._subscribe, *new, check_health=False)
+                self._confirmed -= gone
+                commands = [*self._commands(self._unsubscribe, gone), *self._commands(self._subscribe, new)]
+                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
         except CONNECTION_ERRORS:
             pass  # the link's task sees the connection go, and subscribes again on the next
         finally:
@@ -176,6 +175,12 @@ class Link:
                 self._flushing = None
                 if self._connection is not None and self._connection is not connection:
                     self._changed_now()  # a new connection came while this one's send was stuck
+
+    def _commands(self, verb: bytes, channels: set[str]) -> list[tuple[bytes | str, ...]]:
+        """One command for all ``channels``; sharded, one each (a command may name one slot)."""
+        if not channels:
+            return []
+        return [(verb, channel) for channel in channels] if self._sharded else [(verb, *channels)]
 
     async def _run(self) -> None:
         backoff, lost = Backoff(self._timing), False
