@@ -99,8 +99,7 @@ class RedisBus(Bus):
     @as_bus_error
     async def leave_game(self, code: str) -> str | None:
         self._claims.held.pop(code, None)
-        _, call_sid = await self._leases.leave(code)
-        return call_sid
+        return await self._leases.leave(code)
 
     @as_bus_error
     async def live_codes(self, *, max_age_s: float = 0.0) -> frozenset[str]:

@@ -69,15 +69,16 @@ class Leases:
             self.held[code] = (value, self.epoch)
             return code
 
-    async def leave(self, code: str) -> tuple[bool, str | None]:
-        """Give ``code`` back: (whether this process held it, the SID of the claim dropped).
-        Raises a connection error when Redis is out of reach; the give-back is tried again."""
+    async def leave(self, code: str) -> str | None:
+        """Give ``code`` back: the SID of the claim dropped; None too when this process does not
+        hold it (any more). Raises a connection error when Redis is out of reach; the give-back
+        is tried again."""
         held = self.held.pop(code, None)
         if held is None:
-            return False, None
+            return None
         self.leaving[code] = held[0]
         # Shielded: a session cancelled while it gives its code back still gives it back.
-        return True, await asyncio.shield(self._spawn(self._give_back(code, held[0])))
+        return await asyncio.shield(self._spawn(self._give_back(code, held[0])))
 
     async def _give_back(self, code: str, value: str) -> str | None:
         dropped = await self._topology.give_back(code, value)

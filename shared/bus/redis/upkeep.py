@@ -63,6 +63,10 @@ class Upkeep:
                 self._check_outage()
                 wait_s = backoff.next_s()
                 continue
+            except Exception:  # a fault of ours: logged, and the upkeep goes on
+                log.exception(failure)
+                wait_s = seconds
+                continue
             if failing:
                 log.info(failure.replace("failed", "recovered"))
             failing = False
