@@ -123,6 +123,27 @@ class TestLeases:
         finally:
             await bus.close()
 
+    async def test_give_backs_right_after_a_restart_go_through_on_new_connections(self, prefix):
+        """Redis restarted under a pool of connections: the first burst of give-backs is sent
+        again on new connections instead of failing on the dead ones."""
+        restarting = RedisServer().start()
+        bus = await RedisBus.start(connect_redis(restarting.url), CODES, quick(prefix, heartbeat_s=60), timing=FAST)
+        try:
+            codes = await asyncio.gather(*(bus.take_code() for _ in range(5)))
+            restarting.stop()
+            restarting.start()
+            outcomes = await asyncio.gather(*(bus.leave_game(code) for code in codes), return_exceptions=True)
+            assert outcomes == [None] * len(codes)
+            probe = aioredis.Redis.from_url(restarting.url)
+            try:
+                free = {member.decode() for member in await probe.smembers(Keys(prefix).pool)}
+                assert set(codes) <= free
+            finally:
+                await probe.aclose()
+        finally:
+            await bus.close()
+            restarting.close()
+
     async def test_close_gives_back_every_code_still_held(self, server, client, prefix):
         bus = await RedisBus.start(connect_redis(server.url), CODES, quick(prefix), timing=FAST)
         for _ in range(3):
